@@ -1,0 +1,155 @@
+// Logging. pino produces the records; a small sink turns them into PgBouncer's line format
+//   2026-11-26 14:52:50.123 UTC [12345] LOG C-0x7f0000000010: db/user@127.0.0.1:5432 message
+// (operators and pgbadger grep these lines), or passes pino's JSON through when log_format=json.
+// Lines are written synchronously to stderr and to `logfile` so that a log watcher sees each
+// event as it happens and nothing is lost when the process exits.
+import fs from 'node:fs';
+import { pino, type Logger as PinoLogger } from 'pino';
+
+const LEVELS = { fatal: 60, error: 50, warning: 40, log: 30, debug: 20, noise: 10 } as const;
+type Level = keyof typeof LEVELS;
+const LEVEL_TEXT: Record<number, string> = {
+  60: 'FATAL', 50: 'ERROR', 40: 'WARNING', 30: 'LOG', 20: 'DEBUG', 10: 'NOISE',
+};
+
+/** Anything that can prefix a log line, e.g. `C-0x…: db/user@addr:port`. */
+export interface LogSubject {
+  logPrefix(): string;
+}
+
+function pad2(n: number): string {
+  return n < 10 ? '0' + n : String(n);
+}
+
+// strftime's %Z: the zone abbreviation of the local time zone, computed once.
+let zoneName = 'UTC';
+try {
+  const parts = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(new Date());
+  zoneName = parts.find((p) => p.type === 'timeZoneName')?.value ?? 'UTC';
+} catch {
+  /* keep UTC */
+}
+
+/** `YYYY-MM-DD HH:MM:SS.mmm TZ` in local time, as PgBouncer writes it. */
+export function formatLogTime(ms: number): string {
+  const d = new Date(ms);
+  const msec = d.getMilliseconds();
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:` +
+    `${pad2(d.getMinutes())}:${pad2(d.getSeconds())}.${msec < 10 ? '00' : msec < 100 ? '0' : ''}${msec} ${zoneName}`;
+}
+
+/** `YYYY-MM-DD HH:MM:SS TZ` (no milliseconds): the timestamp text of SHOW CLIENTS/SERVERS. */
+export function formatShowTime(ms: number): string {
+  const s = formatLogTime(ms);
+  return s.slice(0, 19) + s.slice(23);
+}
+
+interface Record_ {
+  level: number;
+  time: number;
+  pid: number;
+  msg: string;
+  conn?: string;
+}
+
+class Sink {
+  json = false;
+  stderr = true;
+  fileFd = -1;
+
+  write(line: string): void {
+    let out = line;
+    if (!this.json) {
+      const r = JSON.parse(line) as Record_;
+      out = `${formatLogTime(r.time)} [${r.pid}] ${LEVEL_TEXT[r.level] ?? 'LOG'} ` +
+        (r.conn ? `${r.conn} ` : '') + `${r.msg}\n`;
+    }
+    if (this.stderr) writeAll(2, out);
+    if (this.fileFd >= 0) writeAll(this.fileFd, out);
+  }
+}
+
+function writeAll(fd: number, s: string): void {
+  try {
+    fs.writeSync(fd, s);
+  } catch {
+    // a full disk or a closed stderr must not take the pooler down
+  }
+}
+
+export class Logger {
+  private readonly sink = new Sink();
+  private readonly p: PinoLogger<Level, true>;
+  private logfilePath = '';
+  /** cheap guards for call sites that would otherwise build a message for nothing */
+  debugEnabled = false;
+  noiseEnabled = false;
+
+  constructor() {
+    this.p = pino<Level, true>(
+      {
+        customLevels: LEVELS,
+        useOnlyCustomLevels: true,
+        level: 'log',
+        base: { pid: process.pid },
+      },
+      this.sink,
+    );
+  }
+
+  /** verbose = number of -v / the `verbose` setting: 1 adds DEBUG, 2 adds NOISE. */
+  setVerbose(v: number): void {
+    const level: Level = v >= 2 ? 'noise' : v === 1 ? 'debug' : 'log';
+    this.p.level = level;
+    this.debugEnabled = v >= 1;
+    this.noiseEnabled = v >= 2;
+  }
+
+  setStderr(on: boolean): void {
+    this.sink.stderr = on;
+  }
+
+  setJson(on: boolean): void {
+    this.sink.json = on;
+  }
+
+  /** pino binds the pid at creation; a daemonized child has a new one. */
+  setPid(pid: number): void {
+    (this.p as unknown as { setBindings(b: object): void }).setBindings({ pid });
+  }
+
+  /** Open (or reopen, for log rotation on RELOAD/SIGHUP) the log file. '' closes it. */
+  setLogfile(path: string): void {
+    if (this.sink.fileFd >= 0) {
+      try { fs.closeSync(this.sink.fileFd); } catch { /* ignore */ }
+      this.sink.fileFd = -1;
+    }
+    this.logfilePath = path;
+    if (path) {
+      try {
+        this.sink.fileFd = fs.openSync(path, 'a', 0o640);
+      } catch (e) {
+        this.error(`cannot open logfile: '${path}': ${(e as Error).message}`);
+      }
+    }
+  }
+
+  get logfile(): string {
+    return this.logfilePath;
+  }
+
+  fatal(msg: string): void { this.p.fatal(msg); }
+  error(msg: string): void { this.p.error(msg); }
+  warning(msg: string): void { this.p.warning(msg); }
+  log(msg: string): void { this.p.log(msg); }
+  debug(msg: string): void { if (this.debugEnabled) this.p.debug(msg); }
+  noise(msg: string): void { if (this.noiseEnabled) this.p.noise(msg); }
+
+  /** A line about one connection, prefixed like PgBouncer's slog_*() lines. */
+  conn(level: Level, subject: LogSubject, msg: string): void {
+    if (LEVELS[level] < LEVELS[this.p.level as Level]) return;
+    this.p[level]({ conn: subject.logPrefix() }, msg);
+  }
+}
+
+export const log = new Logger();

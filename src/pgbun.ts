@@ -1,0 +1,124 @@
+// Process startup and shutdown, in PgBouncer's order (spec §6.1): load config (fatal on error)
+// -> TLS setup -> switch user -> refuse root -> Unix socket in use? -> pidfile check ->
+// daemonize -> listen -> write pidfile -> `process up`.
+import { cf, installSettings } from './config/current.js';
+import { loadConfig, type LoadedConfig } from './config/load.js';
+import { splitList } from './config/settings.js';
+import type { ConfigProblem } from './config/types.js';
+import { log } from './log/logger.js';
+import { applyConfig } from './pool/databases.js';
+import { initTrackedParams } from './pool/varcache.js';
+import { startJanitor } from './pool/janitor.js';
+import { closeAllListeners, startListening, StartupError, unixSocketInUse } from './pool/listener.js';
+import { checkPidfile, PidfileError, removePidfile, writePidfile } from './process/pidfile.js';
+import { switchUser, UserSwitchError } from './process/user.js';
+import { daemonize, isDaemonChild, notifyParent } from './process/daemon.js';
+import { installSignalHandlers } from './process/signals.js';
+import { loadAuthFile } from './auth/authfile.js';
+import { VERSION_STRING } from './version.js';
+import { setupTls } from './tls/context.js';
+
+export interface StartOptions {
+  configFile: string;
+  daemon: boolean;
+  quiet: boolean;
+  verbose: number;
+  user: string | null;
+  reboot: boolean;
+  /** arguments to give the daemon child (everything but -d) */
+  childArgs: string[];
+}
+
+/** A config problem as PgBouncer logs it (its text already names file:line). */
+export function problemText(p: ConfigProblem): string {
+  return p.message;
+}
+
+function die(message: string): never {
+  log.fatal(message);
+  notifyParent(false, message);
+  removePidfile();
+  process.exit(1);
+}
+
+/** Load the ini and apply its logging settings; exits on error like PgBouncer. */
+function loadOrDie(opts: StartOptions): LoadedConfig {
+  const { config, problems } = loadConfig(opts.configFile, { startup: true });
+  for (const p of problems) {
+    if (p.warning) log.warning(problemText(p));
+    else log.error(problemText(p));
+  }
+  if (config === null || problems.some((p) => !p.warning)) die('cannot load config file');
+  return config;
+}
+
+export async function start(opts: StartOptions): Promise<void> {
+  const daemonChild = isDaemonChild();
+  log.setStderr(!opts.quiet && !opts.daemon && !daemonChild);
+  log.setVerbose(opts.verbose);
+
+  const config = loadOrDie(opts);
+  if (opts.verbose > config.settings.verbose) config.settings.verbose = opts.verbose;
+  installSettings(config.settings);
+  cf.conffile = cf.conffile ?? opts.configFile;
+  log.setVerbose(cf.verbose);
+  log.setJson((cf as unknown as { log_format?: string }).log_format === 'json');
+
+  if (opts.daemon && !daemonChild) {
+    if (!cf.pidfile) die('daemon needs pidfile configured');
+    checkPidfileOrDie();
+    await daemonize(opts.childArgs);
+  }
+  if (cf.logfile) log.setLogfile(cf.logfile);
+
+  if (opts.reboot) log.warning('Online restart is deprecated, use so_reuseport instead');
+
+  const tlsErr = setupTls(true);
+  if (tlsErr !== null) die(`TLS setup failed: ${tlsErr}`);
+
+  try {
+    switchUser(opts.user ?? cf.user);
+  } catch (e) {
+    if (e instanceof UserSwitchError) die(e.message);
+    throw e;
+  }
+
+  initTrackedParams(splitList(cf.track_extra_parameters));
+  const users = loadAuthFile(cf.auth_file, true);
+  applyConfig(config, users);
+
+  if (await unixSocketInUse()) die('unix socket is in use, cannot continue');
+  if (!daemonChild) checkPidfileOrDie();
+
+  try {
+    await startListening();
+  } catch (e) {
+    if (e instanceof StartupError) die(e.message);
+    throw e;
+  }
+  try {
+    writePidfile(cf.pidfile);
+  } catch (e) {
+    die(`could not write pidfile '${cf.pidfile}': ${(e as Error).message}`);
+  }
+  installSignalHandlers();
+  startJanitor();
+  log.log(`process up: ${VERSION_STRING}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
+  notifyParent(true);
+}
+
+function checkPidfileOrDie(): void {
+  try {
+    checkPidfile(cf.pidfile);
+  } catch (e) {
+    if (e instanceof PidfileError) die(e.message);
+    throw e;
+  }
+}
+
+/** Leave now: listeners and pidfile removed, exit code as given. */
+export function exitNow(code: number): never {
+  closeAllListeners();
+  removePidfile();
+  process.exit(code);
+}

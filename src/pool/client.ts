@@ -1,0 +1,605 @@
+// A client connection (application -> pgbun): the startup phase (SSLRequest, CancelRequest,
+// StartupMessage and its parameter rules), authentication, the welcome, and after login the
+// per-message decisions: find a server, forward, or handle locally.
+import type net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { cf } from '../config/current.js';
+import { splitList } from '../config/settings.js';
+import { log, type LogSubject } from '../log/logger.js';
+import {
+  CANCEL_REQUEST_CODE, COPY_DATA, COPY_DONE, F_BIND, F_CLOSE, F_COPY_FAIL, F_DESCRIBE, F_EXECUTE,
+  F_FLUSH, F_FUNCTION_CALL, F_PARSE, F_PASSWORD, F_QUERY, F_SYNC, F_TERMINATE, GSSENC_REQUEST_CODE,
+  PROTO_V2, SSL_REQUEST_CODE,
+} from '../protocol/constants.js';
+import * as msg from '../protocol/messages.js';
+import { hdr2hex } from '../protocol/reader.js';
+import { FORWARD, HANDLED, PacketStream, STOP, WAIT, type Action, type StreamOwner } from '../protocol/stream.js';
+import { parseStartupPacket, parseOptionsParameter } from '../protocol/startup.js';
+import { PasswordExchange, type PasswordMethod } from '../auth/client-auth.js';
+import type { ListNode, StateList } from './list.js';
+import { registry, type PgDatabase, type PgPool, type PgUser } from './objects.js';
+import type { Server } from './server.js';
+import { Internal } from './server.js';
+import { ClientState } from './state.js';
+import { APPLICATION_NAME, VarCache, trackedIndex, trackedNames } from './varcache.js';
+import { nowUs } from './clock.js';
+import { connIds } from './ids.js';
+import * as pooler from './pooler.js';
+import { prepared } from './prepared.js';
+import { findDatabase } from './databases.js';
+import { acceptClientTls } from '../tls/client.js';
+import { adminCancel, adminOnMessage, checkAdminAccess, welcomeAdmin } from '../admin/console.js';
+
+/** clients by their cancel key (hex), for CancelRequest lookups */
+export const clientsByKey = new Map<string, Client>();
+
+/** biggest startup-phase packet we accept (PostgreSQL's MAX_STARTUP_PACKET_LENGTH) */
+const MAX_STARTUP_PACKET = 10000;
+
+export class Client implements ListNode, StreamOwner, LogSubject {
+  listPrev: ListNode | null = null;
+  listNext: ListNode | null = null;
+  list: StateList<ListNode> | null = null;
+
+  readonly id: number;
+  readonly ptr: string;
+  state: ClientState = ClientState.LOGIN;
+  socket: net.Socket;
+  stream: PacketStream;
+  isUnix: boolean;
+  addr: string;
+  port: number;
+  localAddr: string;
+  localPort: number;
+  /** Unix-socket peer pid when known, else 0 */
+  remotePid = 0;
+  /** TLS description for logs and SHOW CLIENTS (`TLSv1.3/...`), '' = plain */
+  tlsInfo = '';
+  db: PgDatabase | null = null;
+  loginUser: PgUser | null = null;
+  pool: PgPool | null = null;
+  link: Server | null = null;
+  cancelKey: Buffer | null = null;
+  readonly vars = new VarCache();
+  /** names from the startup packet, for the log prefix before login completes */
+  dbName = '';
+  userName = '';
+  replication: 'none' | 'logical' | 'physical' = 'none';
+  /** admin console access level once logged in */
+  adminLevel: 'none' | 'stats' | 'admin' = 'none';
+  connectTimeUs: number;
+  /** last request (client_idle_timeout, SHOW CLIENTS request_time) */
+  requestTimeUs: number;
+  queryStartUs = 0;
+  xactStartUs = 0;
+  /** when the client started waiting for a server (cl_waiting), 0 = not waiting */
+  waitStartUs = 0;
+  /** query_wait_notify NOTICE already sent for the current wait */
+  waitNotified = false;
+  closed = false;
+  /** counted in db/user client counts (after login) */
+  private counted = false;
+
+  // login phase
+  private loginBuf: Buffer | null = null;
+  private startupDone = false;
+  private loginPaused = false;
+  private exchange: PasswordExchange | null = null;
+  loggedIn = false;
+
+  constructor(sock: net.Socket, isUnix: boolean, readonly listenerPort: number) {
+    this.id = connIds.next();
+    this.ptr = connIds.ptr(this.id);
+    this.socket = sock;
+    this.isUnix = isUnix;
+    this.addr = isUnix ? 'unix' : sock.remoteAddress ?? '';
+    if (this.addr.startsWith('::ffff:')) this.addr = this.addr.slice(7);
+    this.port = isUnix ? listenerPort : sock.remotePort ?? 0;
+    this.localAddr = isUnix ? 'unix' : sock.localAddress ?? '';
+    if (this.localAddr.startsWith('::ffff:')) this.localAddr = this.localAddr.slice(7);
+    this.localPort = isUnix ? listenerPort : sock.localPort ?? 0;
+    this.connectTimeUs = this.requestTimeUs = nowUs();
+    this.stream = new PacketStream(sock, this);
+    this.stream.maxPacket = cf.max_packet_size;
+    registry.clientCount++;
+    this.setState(ClientState.LOGIN, registry.loginClients);
+    this.attach(sock);
+  }
+
+  /** (Re)attach socket events; TLS replaces the socket with the encrypted one. */
+  attach(sock: net.Socket): void {
+    this.socket = sock;
+    sock.on('data', (chunk: Buffer) => {
+      if (this.loggedIn) {
+        if (this.pool !== null) this.pool.stats.clientBytes += chunk.length;
+        this.stream.feed(chunk);
+      } else {
+        this.onLoginData(chunk);
+      }
+    });
+    sock.on('end', () => pooler.disconnectClient(this, false, 'client unexpected eof'));
+    sock.on('error', () => pooler.disconnectClient(this, false, 'client unexpected eof'));
+    sock.on('close', () => pooler.disconnectClient(this, false, 'client unexpected eof'));
+  }
+
+  logPrefix(): string {
+    const a = this.isUnix ? `unix(${this.remotePid}):${this.port}` : this.addr.includes(':') ? `[${this.addr}]:${this.port}` : `${this.addr}:${this.port}`;
+    return `C-${this.ptr}: ${this.dbName || '(nodb)'}/${this.userName || '(nouser)'}@${a}`;
+  }
+
+  ageSeconds(): number {
+    return Math.floor((nowUs() - this.connectTimeUs) / 1e6);
+  }
+
+  setState(st: ClientState, list: StateList<Client> | null): void {
+    if (this.list !== null) (this.list as unknown as StateList<Client>).remove(this);
+    this.state = st;
+    if (list !== null) list.append(this);
+  }
+
+  /** Write a pgbun-made message, after whatever the server stream queued for this client. */
+  send(b: Buffer): void {
+    if (this.link !== null) this.link.stream.flush();
+    if (!this.socket.destroyed) this.socket.write(b);
+  }
+
+  /** Tell the client why and close (FATAL; spec: no ReadyForQuery after it). */
+  fail(reason: string, sqlstate = '08P01'): void {
+    pooler.disconnectClient(this, true, reason, sqlstate);
+  }
+
+  /** Final cleanup, called once by pooler.disconnectClient. */
+  release(lastMessage: Buffer | null): void {
+    this.stream.stop();
+    this.setState(ClientState.FREE, null);
+    registry.clientCount--;
+    if (this.counted) {
+      this.counted = false;
+      if (this.db !== null) this.db.clientCount--;
+      if (this.loginUser !== null) this.loginUser.clientCount--;
+    }
+    if (this.cancelKey !== null) clientsByKey.delete(this.cancelKey.toString('hex'));
+    const sock = this.socket;
+    if (!sock.destroyed) {
+      if (lastMessage !== null && sock.writable) sock.end(lastMessage, () => sock.destroy());
+      else sock.destroy();
+    }
+  }
+
+  // ---------------------------------------------------------------- startup phase
+
+  private onLoginData(chunk: Buffer): void {
+    this.loginBuf = this.loginBuf === null ? chunk : Buffer.concat([this.loginBuf, chunk]);
+    this.processLogin();
+  }
+
+  /** Pause login processing (e.g. while the TLS handshake or auth_query runs). */
+  pauseLogin(): void {
+    this.loginPaused = true;
+  }
+
+  resumeLogin(): void {
+    this.loginPaused = false;
+    this.processLogin();
+  }
+
+  private processLogin(): void {
+    while (this.loginBuf !== null && !this.closed && !this.loggedIn && !this.loginPaused &&
+      this.state === ClientState.LOGIN) {
+      const b = this.loginBuf;
+      let total: number;
+      if (b[0] !== 0 || this.startupDone) {
+        // a typed packet: only PasswordMessage belongs here
+        if (b.length < 5) return;
+        const type = b[0]!;
+        const len = b.readInt32BE(1);
+        if (!this.startupDone) {
+          if (type === F_PASSWORD) this.fail('client password pkt before startup packet');
+          else this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
+          return;
+        }
+        if (type === 0) {
+          this.fail('client re-sent startup pkt');
+          return;
+        }
+        if (len < 4 || len > MAX_STARTUP_PACKET) {
+          this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
+          return;
+        }
+        total = len + 1;
+        if (b.length < total) return;
+        this.consume(total);
+        if (type !== F_PASSWORD) {
+          this.fail('unknown pkt');
+          return;
+        }
+        this.onPasswordPacket(b, 5, total);
+        continue;
+      }
+      if (b.length < 8) return;
+      const len = b.readInt32BE(0);
+      if (len < 8 || len > MAX_STARTUP_PACKET) {
+        this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
+        return;
+      }
+      if (b.length < len) return;
+      this.consume(len);
+      this.onStartupPacket(b, len);
+    }
+  }
+
+  private consume(n: number): void {
+    const b = this.loginBuf!;
+    this.loginBuf = b.length > n ? b.subarray(n) : null;
+  }
+
+  private onStartupPacket(b: Buffer, len: number): void {
+    const code = b.readInt32BE(4);
+    if (code === CANCEL_REQUEST_CODE) {
+      this.onCancelRequest(b, len);
+      return;
+    }
+    if (code === SSL_REQUEST_CODE) {
+      if (acceptClientTls(this)) return;
+      this.socket.write('N');
+      return;
+    }
+    if (code === GSSENC_REQUEST_CODE) {
+      this.socket.write('N');
+      return;
+    }
+    if (code >> 16 === PROTO_V2 >> 16) {
+      this.fail('old V2 protocol not supported');
+      return;
+    }
+    if (code >> 16 !== 3) {
+      this.fail(`bad packet header: '${hdr2hex(b, 0, len)}'`);
+      return;
+    }
+    if (cf.client_tls_sslmode !== 'disable' && !this.isUnix && this.tlsInfo === '' &&
+      ['require', 'verify-ca', 'verify-full'].includes(cf.client_tls_sslmode)) {
+      this.fail('SSL required');
+      return;
+    }
+    const sp = parseStartupPacket(b, 8, len);
+    if (typeof sp === 'string') {
+      this.fail(sp);
+      return;
+    }
+    this.startupDone = true;
+    const negotiate: string[] = [];
+    const ignore = splitList(cf.ignore_startup_parameters).map((s) => s.toLowerCase());
+    let user: string | null = null;
+    let database: string | null = null;
+    for (const [k, v] of sp.params) {
+      if (k === 'user') {
+        user = v;
+      } else if (k === 'database') {
+        database = v;
+      } else if (k === 'replication') {
+        const lv = v.toLowerCase();
+        if (lv === 'database') this.replication = 'logical';
+        else if (['true', 'on', 'yes', '1'].includes(lv)) this.replication = 'physical';
+        else if (!['false', 'off', 'no', '0'].includes(lv)) {
+          this.fail(`unsupported startup parameter: ${k}`);
+          return;
+        }
+      } else if (k === 'options') {
+        const err = this.applyOptions(v, ignore);
+        if (err !== null) {
+          this.fail(err);
+          return;
+        }
+      } else if (k.startsWith('_pq_.')) {
+        negotiate.push(k);
+      } else {
+        const idx = trackedIndex(k);
+        if (idx >= 0) this.vars.set(idx, v);
+        else if (!ignore.includes(k.toLowerCase())) {
+          this.fail(`unsupported startup parameter: ${k}`);
+          return;
+        }
+      }
+    }
+    if (user === null || user === '') {
+      this.fail('no username supplied');
+      return;
+    }
+    if (Buffer.byteLength(user) >= 128) {
+      this.fail('username too long');
+      return;
+    }
+    if (database === null || database === '') database = user;
+    this.userName = user;
+    this.dbName = database;
+    if ((code & 0xffff) > 0 || negotiate.length > 0) this.socket.write(msg.negotiateProtocolVersion(0, negotiate));
+    if (cf.application_name_add_host) {
+      const app = this.vars.get(APPLICATION_NAME) ?? '';
+      this.vars.set(APPLICATION_NAME, `${app} - ${this.addr}:${this.port}`);
+    }
+    this.startLogin(user, database);
+  }
+
+  /** `options`: only `-c key=value` / `--key=value` of tracked or ignored parameters. */
+  private applyOptions(value: string, ignore: string[]): string | null {
+    const ignoreUnknown = ignore.includes('options');
+    const items = parseOptionsParameter(value);
+    if (items === null) {
+      return ignoreUnknown ? null
+        : "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
+    }
+    for (const [k, v] of items) {
+      const idx = trackedIndex(k);
+      if (idx >= 0) this.vars.set(idx, v);
+      else if (!ignoreUnknown && !ignore.includes(k.toLowerCase())) return `unsupported startup parameter in options: ${k}`;
+    }
+    return null;
+  }
+
+  private onCancelRequest(b: Buffer, len: number): void {
+    if (len !== 16) {
+      this.fail(`bad packet header: '${hdr2hex(b, 0, len)}'`);
+      return;
+    }
+    const key = b.toString('hex', 8, 16);
+    const target = clientsByKey.get(key);
+    if (target === undefined || target.pool === null) {
+      log.conn('log', this, 'failed cancel request');
+      pooler.disconnectClient(this, false, 'failed cancel request');
+      return;
+    }
+    this.dbName = target.dbName;
+    this.userName = target.userName;
+    if (target.db?.admin) {
+      adminCancel(target);
+      pooler.disconnectClient(this, false, 'cancel request for console client');
+      return;
+    }
+    this.pool = target.pool;
+    pooler.startCancel(this, target);
+  }
+
+  // ---------------------------------------------------------------- authentication
+
+  private startLogin(userName: string, dbName: string): void {
+    const isAdminDb = dbName === 'pgbouncer';
+    const db = isAdminDb ? registry.databases.get('pgbouncer')! : findDatabase(dbName);
+    this.db = db;
+    let user = registry.getUser(userName) ?? null;
+    if (cf.log_connections) {
+      log.conn('log', this, `login attempt: db=${dbName} user=${userName} tls=${this.tlsInfo || 'no'} replication=${this.replication === 'none' ? 'no' : this.replication === 'physical' ? 'yes' : 'database'}`);
+    }
+    if (!isAdminDb && registry.clientCount > cf.max_client_conn) {
+      this.fail('no more connections allowed (max_client_conn)');
+      return;
+    }
+    if (isAdminDb) {
+      const r = checkAdminAccess(this, userName, user);
+      if (r === 'denied') return;
+      if (r === 'trusted') {
+        this.loginUser = user ?? registry.addUser(userName);
+        this.afterAuth();
+        return;
+      }
+    } else if (db !== null) {
+      const maxDbClients = db.maxDbClientConnections;
+      if (maxDbClients > 0 && db.clientCount >= maxDbClients) {
+        this.fail('client connections exceeded (max_db_client_connections)');
+        return;
+      }
+      if (user !== null) {
+        const maxUserClients = user.maxUserClientConnections;
+        if (maxUserClients > 0 && user.clientCount >= maxUserClients) {
+          this.fail('client connections exceeded (max_user_client_connections)');
+          return;
+        }
+      }
+    }
+    this.loginUser = user;
+    const method = cf.auth_type;
+    switch (method) {
+      case 'trust':
+        if (user === null || !user.inAuthFile) {
+          this.fail('"trust" authentication failed');
+          return;
+        }
+        this.afterAuth();
+        return;
+      case 'any':
+        if (!isAdminDb && db !== null && db.forcedUser === null) {
+          log.conn('warning', this, 'auth_type=any requires forced user');
+          this.fail('bouncer config error');
+          return;
+        }
+        if (user === null) this.loginUser = user = registry.addUser(userName);
+        this.afterAuth();
+        return;
+      case 'plain':
+      case 'md5':
+      case 'scram-sha-256':
+        this.startPassword(method, userName, user);
+        return;
+      default:
+        log.conn('warning', this, `auth_type=${method} is not supported yet`);
+        this.fail('bouncer config error');
+        return;
+    }
+  }
+
+  /** Start a password exchange; `user` null = unknown (mock exchange that fails). */
+  startPassword(method: PasswordMethod, userName: string, user: PgUser | null): void {
+    this.exchange = new PasswordExchange(method, userName, user?.secret ?? (user !== null ? { kind: 'plain', password: '' } : null), cf.scram_iterations);
+    this.socket.write(this.exchange.challenge());
+  }
+
+  private onPasswordPacket(b: Buffer, off: number, end: number): void {
+    const ex = this.exchange;
+    if (ex === null) {
+      this.fail('unknown pkt');
+      return;
+    }
+    const step = ex.onPassword(b, off, end);
+    if (step.kind === 'reply') {
+      this.socket.write(step.message);
+      return;
+    }
+    this.exchange = null;
+    if (step.kind === 'fail') {
+      if (step.log) log.conn('debug', this, step.log);
+      this.fail(step.reason);
+      return;
+    }
+    if (step.passthrough !== null && this.loginUser !== null) {
+      this.loginUser.scramClientKey = step.passthrough.clientKey;
+      this.loginUser.scramServerKey = step.passthrough.serverKey;
+    }
+    if (step.final !== null) this.socket.write(step.final);
+    this.afterAuth();
+  }
+
+  /** Authenticated: now the database may be revealed as unknown or disabled. */
+  afterAuth(): void {
+    const db = this.db;
+    if (db === null) {
+      this.fail(`no such database: ${this.dbName}`);
+      return;
+    }
+    if (db.admin) {
+      welcomeAdmin(this);
+      return;
+    }
+    if (db.disabled) {
+      this.fail(`database "${db.name}" is disabled`);
+      return;
+    }
+    if (pooler.poolerState.shuttingDown) {
+      this.fail('pooler is shutting down');
+      return;
+    }
+    const poolUser = db.forcedUser ?? this.loginUser!;
+    this.pool = registry.getPool(db, poolUser);
+    db.clientCount++;
+    this.loginUser!.clientCount++;
+    this.counted = true;
+    this.finishLogin();
+  }
+
+  /** Send the welcome if the pool has one; else wait for the pool's first server login. */
+  finishLogin(): void {
+    const pool = this.pool!;
+    if (pool.welcome === null || pool.welcomeVars === null) {
+      if (this.state !== ClientState.WAITING_LOGIN) {
+        this.waitStartUs = nowUs();
+        this.setState(ClientState.WAITING_LOGIN, pool.waitingClients);
+      }
+      pooler.launchNewConnection(pool);
+      return;
+    }
+    this.vars.fillUnset(pool.welcomeVars);
+    const parts: Buffer[] = [msg.AUTH_OK_MSG];
+    for (const [k, v] of pool.welcome) {
+      if (trackedIndex(k) < 0) parts.push(msg.parameterStatus(k, v));
+    }
+    for (let i = 0; i < trackedNames.length; i++) {
+      const v = this.vars.get(i);
+      if (v !== null) parts.push(msg.parameterStatus(trackedNames[i]!, v));
+    }
+    parts.push(msg.backendKeyData(this.newCancelKey()));
+    if (cf.login_notify_message) parts.push(msg.notice(cf.login_notify_message));
+    parts.push(msg.readyForQuery('I'));
+    this.waitStartUs = 0;
+    this.setState(ClientState.ACTIVE, pool.activeClients);
+    pool.stats.clientLoginCount++;
+    this.enterPooling(Buffer.concat(parts));
+  }
+
+  /** Switch from the login parser to the message stream. */
+  enterPooling(welcome: Buffer): void {
+    this.loggedIn = true;
+    this.requestTimeUs = nowUs();
+    this.socket.write(welcome);
+    const rest = this.loginBuf;
+    this.loginBuf = null;
+    if (rest !== null) this.stream.feed(rest);
+  }
+
+  /** PgBouncer's own BackendKeyData: 8 random bytes, the top bit of the first cleared. */
+  newCancelKey(): Buffer {
+    const key = randomBytes(8);
+    key[0]! &= 0x7f;
+    this.cancelKey = key;
+    clientsByKey.set(key.toString('hex'), this);
+    return key;
+  }
+
+  // ---------------------------------------------------------------- after login
+
+  onBadHeader(buf: Buffer, start: number, end: number): void {
+    this.fail(`bad packet header: '${hdr2hex(buf, start, end)}'`);
+  }
+
+  onMessage(type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
+    switch (type) {
+      case F_QUERY:
+        if (cf.disable_pqexec) {
+          this.fail('PQexec disallowed');
+          return STOP;
+        }
+        break;
+      case F_TERMINATE:
+        pooler.disconnectClient(this, false, 'client close request');
+        return STOP;
+      case COPY_DATA:
+      case COPY_DONE:
+      case F_COPY_FAIL:
+        // late COPY messages after the server was released are dropped
+        return this.link === null ? HANDLED : FORWARD;
+      case F_FUNCTION_CALL:
+      case F_SYNC:
+      case F_FLUSH:
+      case F_PARSE:
+      case F_BIND:
+      case F_DESCRIBE:
+      case F_EXECUTE:
+      case F_CLOSE:
+        break;
+      default:
+        this.fail('unknown pkt');
+        return STOP;
+    }
+    if (this.db!.admin) return adminOnMessage(this, type, len, buf, start, complete);
+    let server = this.link;
+    if (server === null) {
+      if (!pooler.findServer(this)) return this.closed ? STOP : WAIT;
+      server = this.link!;
+    } else if (server.internal !== Internal.NONE) {
+      return WAIT;
+    }
+    const pool = this.pool!;
+    if (prepared.active(pool)) {
+      const a = prepared.onClientMessage(this, server, type, len, buf, start, complete);
+      if (a !== FORWARD) return a;
+    }
+    const now = nowUs();
+    if (server.pendingRfq === 0 && !server.unsynced && this.queryStartUs === 0) {
+      this.queryStartUs = now;
+      server.queryStartUs = now;
+      if (server.txStatus === 0x49) {
+        if (this.xactStartUs === 0) this.xactStartUs = now;
+        if (server.xactStartUs === 0) server.xactStartUs = now;
+      }
+    }
+    if (type === F_QUERY || type === F_FUNCTION_CALL) {
+      server.pendingRfq++;
+    } else if (type === F_SYNC) {
+      server.pendingRfq++;
+      server.unsynced = false;
+    } else if (type !== F_FLUSH) {
+      server.unsynced = true;
+      if (type === F_PARSE) pool.stats.clientParseCount++;
+      else if (type === F_BIND) pool.stats.bindCount++;
+    }
+    this.requestTimeUs = now;
+    return FORWARD;
+  }
+}

@@ -1,0 +1,187 @@
+// The one periodic task (PgBouncer's janitor, every ~1/3 s): every timeout of §7.3, server
+// health (check delay, lifetime, idle timeout), min_pool_size upkeep, reserve pool, retries
+// after failed logins, auto-database expiry. One timer for the whole process, not one per
+// connection.
+import { cf } from '../config/current.js';
+import * as msg from '../protocol/messages.js';
+import { log } from '../log/logger.js';
+import { nowUs } from './clock.js';
+import { registry, type PgPool } from './objects.js';
+import { ClientState, ServerState } from './state.js';
+import type { Client } from './client.js';
+import type { Server } from './server.js';
+import { disconnectClient, disconnectServer, launchNewConnection, poolerState } from './pooler.js';
+
+const PERIOD_MS = 333;
+let timer: NodeJS.Timeout | null = null;
+/** extra work hooked in by other modules (stats period, shutdown checks) */
+const tickHooks: Array<(now: number) => void> = [];
+
+export function onJanitorTick(f: (now: number) => void): void {
+  tickHooks.push(f);
+}
+
+export function startJanitor(): void {
+  if (timer !== null) return;
+  timer = setInterval(janitorTick, PERIOD_MS);
+  timer.unref();
+}
+
+export function stopJanitor(): void {
+  if (timer !== null) clearInterval(timer);
+  timer = null;
+}
+
+export function janitorTick(): void {
+  const now = nowUs();
+  checkLoginClients(now);
+  for (const pool of registry.pools.slice()) {
+    if (pool.db.admin) continue;
+    checkWaitingClients(pool, now);
+    checkActiveClients(pool, now);
+    checkActiveServers(pool, now);
+    checkIdleServers(pool, now);
+    checkLoginServers(pool, now);
+    checkPoolSize(pool, now);
+  }
+  for (const f of tickHooks) f(now);
+}
+
+function checkLoginClients(now: number): void {
+  const t = cf.client_login_timeout * 1e6;
+  if (t <= 0) return;
+  for (const c of registry.loginClients.toArray()) {
+    if (now - c.connectTimeUs > t) disconnectClient(c, true, 'client_login_timeout');
+  }
+}
+
+function checkWaitingClients(pool: PgPool, now: number): void {
+  const waitTimeout = pool.queryWaitTimeout * 1e6;
+  const queryTimeout = pool.queryTimeout * 1e6;
+  const loginTimeout = cf.client_login_timeout * 1e6;
+  const notifyAfter = cf.query_wait_notify * 1e6;
+  for (const c of pool.waitingClients.toArray()) {
+    const waited = now - c.waitStartUs;
+    if (c.state === ClientState.WAITING_LOGIN) {
+      if (loginTimeout > 0 && now - c.connectTimeUs > loginTimeout) {
+        disconnectClient(c, true, 'client_login_timeout (server down)');
+        continue;
+      }
+    }
+    if (queryTimeout > 0 && waited > queryTimeout) {
+      disconnectClient(c, true, 'query_timeout');
+    } else if (waitTimeout > 0 && waited > waitTimeout) {
+      disconnectClient(c, true, 'query_wait_timeout');
+    } else if (notifyAfter > 0 && !c.waitNotified && c.state === ClientState.WAITING && waited > notifyAfter) {
+      c.waitNotified = true;
+      c.send(msg.notice('No server connection available in postgres backend, client being queued'));
+    }
+  }
+  for (const c of pool.waitingCancelReqs.toArray()) {
+    if (cf.cancel_wait_timeout > 0 && now - c.connectTimeUs > cf.cancel_wait_timeout * 1e6) {
+      disconnectClient(c, false, 'cancel_wait_timeout');
+    }
+  }
+}
+
+function checkActiveClients(pool: PgPool, now: number): void {
+  const idle = pool.clientIdleTimeout * 1e6;
+  if (idle <= 0) return;
+  for (const c of pool.activeClients.toArray()) {
+    if (c.link === null && now - c.requestTimeUs > idle) disconnectClient(c, true, 'client_idle_timeout');
+  }
+}
+
+function checkActiveServers(pool: PgPool, now: number): void {
+  const qt = pool.queryTimeout * 1e6;
+  const itt = pool.idleTransactionTimeout * 1e6;
+  const tt = pool.transactionTimeout * 1e6;
+  if (qt <= 0 && itt <= 0 && tt <= 0) return;
+  for (const s of pool.activeServers.toArray()) {
+    if (s.link === null) continue;
+    if (qt > 0 && s.queryStartUs !== 0 && now - s.queryStartUs > qt) {
+      disconnectServer(s, true, 'query timeout');
+    } else if (tt > 0 && s.xactStartUs !== 0 && s.txStatus !== 0x49 && now - s.xactStartUs > tt) {
+      disconnectServer(s, true, 'transaction timeout');
+    } else if (itt > 0 && s.txStatus !== 0x49 && s.pendingRfq === 0 && !s.unsynced &&
+      now - Math.max(s.lastPacketUs, s.link.requestTimeUs) > itt) {
+      disconnectServer(s, true, 'idle transaction timeout');
+    }
+  }
+}
+
+function checkIdleServers(pool: PgPool, now: number): void {
+  const idleTimeout = cf.server_idle_timeout * 1e6;
+  const lifetime = pool.db.serverLifetime * 1e6;
+  const checkDelay = cf.server_check_delay * 1e6;
+  const minSize = pool.minPoolSize;
+  const check = (s: Server, list: 'idle' | 'used'): void => {
+    if (s.closeNeeded || s.generation !== pool.db.generation) {
+      disconnectServer(s, true, 'database configuration changed');
+      return;
+    }
+    if (poolerState.paused || pool.db.paused) {
+      disconnectServer(s, true, 'pause mode');
+      return;
+    }
+    const age = now - s.connectTimeUs;
+    // lifetime closures are spaced by lifetime/pool_size so a pool does not reconnect at once
+    if (age >= lifetime) {
+      const size = pool.poolSize > 0 ? pool.poolSize : 1;
+      if (now - pool.lastLifetimeDisconnectUs >= lifetime / size) {
+        pool.lastLifetimeDisconnectUs = now;
+        disconnectServer(s, true, 'server lifetime over');
+        return;
+      }
+    }
+    const idleFor = now - s.requestTimeUs;
+    if (idleTimeout > 0 && idleFor > idleTimeout && pool.serverCount > minSize) {
+      disconnectServer(s, true, 'server idle timeout');
+      return;
+    }
+    if (list === 'idle' && cf.server_check_query !== '' && idleFor > checkDelay) {
+      s.setState(ServerState.USED, pool.usedServers);
+    }
+  };
+  for (const s of pool.usedServers.toArray()) check(s, 'used');
+  for (const s of pool.idleServers.toArray()) check(s, 'idle');
+}
+
+function checkLoginServers(pool: PgPool, now: number): void {
+  const t = cf.server_connect_timeout * 1e6;
+  if (t <= 0) return;
+  for (const s of pool.loginServers.toArray()) {
+    if (now - s.connectTimeUs > t) {
+      disconnectServer(s, false, 'connect timeout');
+      pool.lastConnectFailedUs = now;
+    }
+  }
+}
+
+function checkPoolSize(pool: PgPool, now: number): void {
+  // waiting clients: new connections (retry after a failed login once server_login_retry passed,
+  // reserve pool after reserve_pool_timeout)
+  let waiting = false;
+  for (let c = pool.waitingClients.first(); c !== null; c = c.listNext as Client | null) {
+    if (c.state === ClientState.WAITING || c.state === ClientState.WAITING_LOGIN) {
+      waiting = true;
+      break;
+    }
+  }
+  if (waiting) {
+    launchNewConnection(pool);
+    return;
+  }
+  // min_pool_size: only for pools with a forced user or at least one client
+  const min = pool.minPoolSize;
+  if (min > 0 && pool.serverCount < min && (pool.db.forcedUser !== null || pool.clientCount > 0) &&
+    !poolerState.paused && !pool.db.paused) {
+    launchNewConnection(pool);
+  }
+  void now;
+}
+
+/** log a line for what the janitor does at verbose >= 2 */
+export function janitorDebug(text: string): void {
+  log.noise(`janitor: ${text}`);
+}

@@ -1,0 +1,167 @@
+// Listening sockets (spec §6.3): TCP on each listen_addr (`*` = every IPv4 and IPv6 address)
+// and the Unix socket <unix_socket_dir>/.s.PGSQL.<listen_port>.
+import fs from 'node:fs';
+import net from 'node:net';
+import dns from 'node:dns/promises';
+import { cf } from '../config/current.js';
+import { splitList } from '../config/settings.js';
+import { log } from '../log/logger.js';
+import { Client } from './client.js';
+import { applySocketOptions } from './sockopts.js';
+
+export class StartupError extends Error {}
+
+export function unixSocketPath(): string | null {
+  const dir = cf.unix_socket_dir;
+  if (dir === '') return null;
+  if (dir.startsWith('@')) return `\0${dir.slice(1)}/.s.PGSQL.${cf.listen_port}`;
+  return `${dir}/.s.PGSQL.${cf.listen_port}`;
+}
+
+/** Does something already answer on our Unix socket? (`unix socket is in use, cannot continue`) */
+export function unixSocketInUse(): Promise<boolean> {
+  const path = unixSocketPath();
+  if (path === null) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const s = net.connect({ path });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+const tcpServers: net.Server[] = [];
+let unixServer: net.Server | null = null;
+let unixPath: string | null = null;
+/** SUSPEND stops accepting too */
+let accepting = true;
+
+function onConnection(sock: net.Socket, isUnix: boolean): void {
+  if (!accepting) {
+    sock.destroy();
+    return;
+  }
+  if (!isUnix) applySocketOptions(sock);
+  sock.on('error', () => { /* handled by the client once attached */ });
+  new Client(sock, isUnix, cf.listen_port);
+}
+
+function listenOne(srv: net.Server, opts: net.ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onErr = (e: Error): void => reject(e);
+    srv.once('error', onErr);
+    srv.listen(opts, () => {
+      srv.off('error', onErr);
+      resolve();
+    });
+  });
+}
+
+async function tcpAddresses(): Promise<string[]> {
+  const out: string[] = [];
+  for (const a of splitList(cf.listen_addr)) {
+    if (a === '*') {
+      out.push('0.0.0.0', '::');
+    } else if (net.isIP(a)) {
+      out.push(a);
+    } else {
+      try {
+        for (const r of await dns.lookup(a, { all: true })) out.push(r.address);
+      } catch (e) {
+        log.warning(`cannot resolve listen_addr ${a}: ${(e as Error).message}`);
+      }
+    }
+  }
+  return out;
+}
+
+/** Open every listener; throws StartupError with PgBouncer's text when it cannot. */
+export async function startListening(): Promise<void> {
+  const addrs = await tcpAddresses();
+  let ok = 0;
+  for (const host of addrs) {
+    const srv = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => onConnection(s, false));
+    try {
+      await listenOne(srv, { host, port: cf.listen_port, backlog: cf.listen_backlog, ipv6Only: host.includes(':') });
+      tcpServers.push(srv);
+      ok++;
+      log.log(`listening on ${host.includes(':') ? `[${host}]` : host}:${cf.listen_port}`);
+    } catch (e) {
+      log.warning(`cannot listen on ${host}:${cf.listen_port}: ${(e as Error).message}`);
+    }
+  }
+  if (addrs.length > 0 && ok === 0) throw new StartupError('cannot listen on any TCP address');
+
+  const path = unixSocketPath();
+  if (path !== null) {
+    const abstract = path.startsWith('\0');
+    if (!abstract) {
+      if (fs.existsSync(`${path}.lock`)) throw new StartupError(`unix port ${cf.listen_port} is in use`);
+      try {
+        fs.unlinkSync(path); // a stale socket file of a dead process
+      } catch { /* none */ }
+    }
+    const srv = net.createServer({ pauseOnConnect: false }, (s) => onConnection(s, true));
+    try {
+      await listenOne(srv, { path, backlog: cf.listen_backlog });
+    } catch (e) {
+      throw new StartupError(`cannot listen on unix socket ${path}: ${(e as Error).message}`);
+    }
+    if (!abstract) {
+      try {
+        fs.chmodSync(path, cf.unix_socket_mode);
+      } catch (e) {
+        log.warning(`chmod(${path}) failed: ${(e as Error).message}`);
+      }
+      if (cf.unix_socket_group !== '') chgrp(path, cf.unix_socket_group);
+    }
+    unixServer = srv;
+    unixPath = path;
+    log.log(`listening on unix:${abstract ? '@' + path.slice(1) : path}`);
+  }
+}
+
+function chgrp(path: string, group: string): void {
+  let gid = Number(group);
+  if (!Number.isInteger(gid)) {
+    const line = fs.readFileSync('/etc/group', 'utf8').split('\n').find((l) => l.split(':')[0] === group);
+    if (!line) {
+      log.warning(`unix_socket_group: no such group: ${group}`);
+      return;
+    }
+    gid = Number(line.split(':')[2]);
+  }
+  try {
+    fs.chownSync(path, -1, gid);
+  } catch (e) {
+    log.warning(`chown(${path}) failed: ${(e as Error).message}`);
+  }
+}
+
+/** SHUTDOWN WAIT_FOR_*: stop taking TCP clients (the Unix socket stays for admins). */
+export function closeTcpListeners(): void {
+  for (const s of tcpServers) s.close();
+  tcpServers.length = 0;
+}
+
+export function setAccepting(on: boolean): void {
+  accepting = on;
+}
+
+/** Close everything and remove the socket file (at exit). */
+export function closeAllListeners(): void {
+  closeTcpListeners();
+  if (unixServer !== null) {
+    unixServer.close();
+    unixServer = null;
+    if (unixPath !== null && !unixPath.startsWith('\0')) {
+      try { fs.unlinkSync(unixPath); } catch { /* already gone */ }
+    }
+  }
+}
+
+export function listenerCount(): { tcp: number; unix: boolean } {
+  return { tcp: tcpServers.length, unix: unixServer !== null };
+}

@@ -1,0 +1,518 @@
+// Assigning servers to clients and taking them back (PgBouncer's objects.c): every state
+// transition of a server or client connection goes through one function here.
+import { cf } from '../config/current.js';
+import { log } from '../log/logger.js';
+import * as msg from '../protocol/messages.js';
+import { FORWARD, type Action } from '../protocol/stream.js';
+import { nowUs } from './clock.js';
+import { ClientState, ServerState } from './state.js';
+import { registry, type PgDatabase, type PgPool } from './objects.js';
+import { Internal, Server } from './server.js';
+import type { Client } from './client.js';
+import { buildSetQuery, VarCache } from './varcache.js';
+import { prepared } from './prepared.js';
+
+/** Client -> server message types forwarded without bookkeeping while linked. */
+export const CLIENT_FAST = new Uint8Array(256);
+CLIENT_FAST[0x64] = 1; // CopyData
+/** Server -> client message types forwarded without inspection while linked. */
+export const SERVER_FAST = new Uint8Array(256);
+for (const c of 'DTI12ntsVdAc') SERVER_FAST[c.charCodeAt(0)] = 1;
+
+/** global pause state (PAUSE / SUSPEND without a database) */
+export const poolerState = {
+  paused: false,
+  suspended: false,
+  shuttingDown: false,
+};
+
+// ------------------------------------------------------------------ linking
+
+/** Link a client to a server; forwarding starts now or after the SET batch, if one is needed. */
+function link(client: Client, server: Server): boolean {
+  const pool = server.pool;
+  const now = nowUs();
+  client.link = server;
+  server.link = client;
+  if (client.state === ClientState.WAITING) {
+    pool.stats.waitTime += now - client.waitStartUs;
+    client.waitStartUs = 0;
+    client.setState(ClientState.ACTIVE, pool.activeClients);
+  }
+  server.setState(ServerState.ACTIVE, pool.activeServers);
+  server.requestTimeUs = now;
+  server.linkEpoch++;
+  pool.stats.serverAssignmentCount++;
+  const sql = buildSetQuery(client.vars, server.vars);
+  if (sql !== null) {
+    server.runInternal(Internal.SETVARS, sql);
+    return false;
+  }
+  startForwarding(client, server);
+  return true;
+}
+
+function startForwarding(client: Client, server: Server): void {
+  client.stream.setTarget(server.socket);
+  server.stream.setTarget(client.socket);
+  client.stream.fastForward = prepared.active(server.pool) ? null : CLIENT_FAST;
+  server.stream.fastForward = prepared.active(server.pool) ? null : SERVER_FAST;
+}
+
+function unlink(client: Client, server: Server): void {
+  client.stream.setTarget(null);
+  server.stream.setTarget(null);
+  client.stream.fastForward = null;
+  server.stream.fastForward = null;
+  client.link = null;
+  server.link = null;
+}
+
+/**
+ * A logged-in client sent a packet and has no server. Returns true if it is linked and its
+ * packet can be forwarded now; false if it waits (queued, or a SET batch runs first).
+ */
+export function findServer(client: Client): boolean {
+  const pool = client.pool!;
+  if (!checkFastFail(client)) return false;
+  if (!poolerState.paused && !pool.db.paused) {
+    const server = takeIdleServer(pool);
+    if (server !== null) return link(client, server);
+  }
+  client.waitStartUs = nowUs();
+  client.setState(ClientState.WAITING, pool.waitingClients);
+  if (!poolerState.paused && !pool.db.paused) launchNewConnection(pool);
+  return false;
+}
+
+/**
+ * A server login has been failing: a client needing a server while the pool has none gets the
+ * cached error instead of waiting (server_login_retry).
+ */
+function checkFastFail(client: Client): boolean {
+  const pool = client.pool!;
+  if (pool.lastLoginError === null) return true;
+  if (pool.serverCount - pool.loginServers.count > 0) return true;
+  if (nowUs() - pool.lastLoginFailedUs > cf.server_login_retry * 1e6) {
+    pool.lastLoginFailedUs = 0;
+    launchNewConnection(pool);
+    return true;
+  }
+  disconnectClient(client, true,
+    `server login has been failing, cached error: ${pool.lastLoginError.message} (server_login_retry)`);
+  return false;
+}
+
+/** An idle server to use now, or null; servers due a health check are checked first. */
+function takeIdleServer(pool: PgPool): Server | null {
+  for (;;) {
+    const s = pool.idleServers.first();
+    if (s === null) break;
+    if (s.closeNeeded || s.generation !== pool.db.generation) {
+      disconnectServer(s, true, 'database configuration changed');
+      continue;
+    }
+    return s;
+  }
+  // used servers need server_check_query before reuse
+  const u = pool.usedServers.first();
+  if (u !== null) {
+    if (cf.server_check_query === '') return useServer(u);
+    u.setState(ServerState.TESTED, pool.testedServers);
+    u.runInternal(Internal.CHECK, cf.server_check_query === '<empty>' ? '' : cf.server_check_query);
+  }
+  return null;
+}
+
+function useServer(s: Server): Server {
+  return s;
+}
+
+/** Give idle servers to waiting clients, oldest client first. */
+export function assignWaitingClients(pool: PgPool): void {
+  if (poolerState.paused || pool.db.paused) return;
+  let c = pool.waitingClients.first();
+  while (c !== null) {
+    const next = c.listNext as Client | null;
+    if (c.state === ClientState.WAITING) {
+      const s = takeIdleServer(pool);
+      if (s === null) break;
+      if (link(c, s)) c.stream.resume();
+    }
+    c = next;
+  }
+  if (hasWaitingForServer(pool)) launchNewConnection(pool);
+}
+
+function hasWaitingForServer(pool: PgPool): boolean {
+  for (let c = pool.waitingClients.first(); c !== null; c = c.listNext as Client | null) {
+    if (c.state === ClientState.WAITING) return true;
+  }
+  return false;
+}
+
+// ------------------------------------------------------------------ server events
+
+/** Login finished (ReadyForQuery): the first one of a pool provides the welcome. */
+export function serverLoginDone(server: Server, params: Array<[string, string]>): void {
+  const pool = server.pool;
+  pool.lastLoginError = null;
+  pool.lastLoginFailedUs = 0;
+  pool.lastConnectFailedUs = 0;
+  if (pool.welcome === null) {
+    pool.welcome = params;
+    pool.welcomeVars = new VarCache();
+    pool.welcomeVars.copyFrom(server.vars);
+  }
+  welcomeWaitingClients(pool);
+  const cq = pool.db.def?.connect_query;
+  if (cq) {
+    server.setState(ServerState.TESTED, pool.testedServers);
+    server.runInternal(Internal.CONNECT_QUERY, cq);
+    return;
+  }
+  serverReady(server);
+}
+
+/** Clients that authenticated before the pool had a welcome get it now. */
+function welcomeWaitingClients(pool: PgPool): void {
+  let c = pool.waitingClients.first();
+  while (c !== null) {
+    const next = c.listNext as Client | null;
+    if (c.state === ClientState.WAITING_LOGIN) c.finishLogin();
+    c = next;
+  }
+}
+
+/**
+ * Server login failed. An ErrorResponse from the server is relayed to the clients waiting for
+ * the pool's welcome (with the server's SQLSTATE) and cached for server_login_retry.
+ */
+export function serverLoginFailed(server: Server, sqlstate: string, message: string, fromServer: boolean): void {
+  const pool = server.pool;
+  disconnectServer(server, false, fromServer ? `login failed` : message);
+  if (sqlstate === '57P03') return; // the database is starting up: just retry later
+  pool.lastLoginError = { sqlstate: fromServer ? sqlstate : '08P01', message };
+  pool.lastLoginFailedUs = nowUs();
+  let c = pool.waitingClients.first();
+  while (c !== null) {
+    const next = c.listNext as Client | null;
+    if (c.state === ClientState.WAITING_LOGIN) disconnectClient(c, true, message, pool.lastLoginError.sqlstate);
+    c = next;
+  }
+}
+
+/** A server with nothing left to do goes idle and, if anyone waits, to a client. */
+export function serverReady(server: Server): void {
+  const pool = server.pool;
+  if (server.txStatus !== 0x49 || !server.ready) {
+    disconnectServer(server, true, 'server not ready after internal query');
+    return;
+  }
+  if (server.closeNeeded || server.generation !== pool.db.generation) {
+    disconnectServer(server, true, 'database configuration changed');
+    return;
+  }
+  if (server.cancelsInFlight > 0) {
+    server.setState(ServerState.BEING_CANCELED, pool.beingCanceledServers);
+    return;
+  }
+  if (poolerState.paused || pool.db.paused) {
+    disconnectServer(server, true, 'pause mode');
+    return;
+  }
+  server.requestTimeUs = nowUs();
+  if (cf.server_check_delay === 0 && cf.server_check_query !== '' && server.state === ServerState.ACTIVE) {
+    server.setState(ServerState.USED, pool.usedServers);
+  } else {
+    // LIFO reuse keeps few servers warm; round robin spreads load (server_round_robin)
+    server.setState(ServerState.IDLE, pool.idleServers, !cf.server_round_robin);
+  }
+  assignWaitingClients(pool);
+}
+
+/** The results of a reset/check/SET/connect_query were consumed up to ReadyForQuery. */
+export function internalQueryDone(server: Server, kind: Internal, err: string | null): void {
+  switch (kind) {
+    case Internal.SETVARS: {
+      const client = server.link;
+      if (err !== null) {
+        log.conn('warning', server, `SET failed: ${err}`);
+        if (client !== null) disconnectClient(client, true, 'invalid server parameter');
+        disconnectServer(server, true, 'invalid server parameter');
+        return;
+      }
+      if (client === null) {
+        releaseServer(server);
+        return;
+      }
+      startForwarding(client, server);
+      client.stream.resume();
+      return;
+    }
+    case Internal.RESET:
+    case Internal.CHECK:
+      if (err !== null) {
+        disconnectServer(server, true, kind === Internal.RESET ? 'reset query failed' : 'server check query failed');
+        return;
+      }
+      serverReady(server);
+      return;
+    case Internal.CONNECT_QUERY:
+      if (err !== null) log.conn('warning', server, `connect_query failed: ${err}`);
+      serverReady(server);
+      return;
+    default:
+      return;
+  }
+}
+
+/** ReadyForQuery reached the client: account the query/transaction and maybe release. */
+export function onReadyForQuery(server: Server, client: Client, status: number): void {
+  const pool = server.pool;
+  const done = server.pendingRfq === 0 && !server.unsynced;
+  if (done) {
+    const now = nowUs();
+    if (client.queryStartUs !== 0) {
+      pool.stats.queryCount++;
+      pool.stats.queryTime += now - client.queryStartUs;
+      client.queryStartUs = 0;
+    }
+    server.queryStartUs = 0;
+    if (status === 0x49 && client.xactStartUs !== 0) {
+      pool.stats.xactCount++;
+      pool.stats.xactTime += now - client.xactStartUs;
+      client.xactStartUs = 0;
+    }
+  }
+  if (status === 0x49) server.xactStartUs = 0;
+  const mode = pool.poolMode;
+  if (mode === 'session') {
+    if (cf.server_fast_close && done && status === 0x49 &&
+      (server.closeNeeded || server.generation !== pool.db.generation)) {
+      disconnectClient(client, true, 'database configuration changed');
+    }
+    return;
+  }
+  if (mode === 'statement' && status !== 0x49) {
+    disconnectClient(client, true, 'transaction blocks not allowed in statement pooling mode');
+    return;
+  }
+  if (done && server.ready) releaseServer(server);
+}
+
+/** CommandComplete: DISCARD ALL / DEALLOCATE ALL forget prepared statements. */
+export function onCommandComplete(server: Server, client: Client, buf: Buffer, start: number, len: number, complete: boolean): Action {
+  return prepared.onCommandComplete(server, client, buf, start, len, complete);
+}
+
+/** Other server messages while linked (prepared-statement bookkeeping hooks in here). */
+export function onServerMessage(server: Server, client: Client, type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
+  if (prepared.active(server.pool)) return prepared.onServerMessage(server, client, type, len, buf, start, complete);
+  return FORWARD;
+}
+
+/**
+ * Take a server back from its client. A server that is not at a clean transaction boundary
+ * is closed, never reused: nothing of one client's transaction may reach another.
+ */
+export function releaseServer(server: Server): void {
+  const pool = server.pool;
+  const client = server.link;
+  if (client !== null) unlink(client, server);
+  server.requestTimeUs = nowUs();
+  if (!server.ready) {
+    disconnectServer(server, true, 'unclean server');
+    return;
+  }
+  if (server.closeNeeded || server.generation !== pool.db.generation) {
+    disconnectServer(server, true, 'database configuration changed');
+    return;
+  }
+  const reset = cf.server_reset_query;
+  if (reset !== '' && (pool.poolMode === 'session' || cf.server_reset_query_always)) {
+    server.setState(ServerState.TESTED, pool.testedServers);
+    server.runInternal(Internal.RESET, reset);
+    return;
+  }
+  serverReady(server);
+}
+
+// ------------------------------------------------------------------ closing
+
+/** Close a server connection; a linked client is told why (FATAL with the same reason). */
+export function disconnectServer(server: Server, notify: boolean, reason: string): void {
+  if (server.closed) return;
+  server.closed = true;
+  const pool = server.pool;
+  if (cf.log_disconnections) {
+    log.conn('log', server, `closing because: ${reason} (age=${server.ageSeconds()}s)`);
+  }
+  const client = server.link;
+  if (client !== null) {
+    unlink(client, server);
+    disconnectClient(client, true, reason);
+  }
+  server.stream.stop();
+  const sock = server.socket;
+  if (notify && !sock.destroyed && sock.writable && server.state !== ServerState.LOGIN && server.cancelTarget === null) {
+    sock.end(msg.TERMINATE_MSG, () => sock.destroy());
+  } else {
+    sock.destroy();
+  }
+  const wasCounted = server.cancelTarget === null;
+  server.setState(ServerState.FREE, null);
+  if (wasCounted) {
+    pool.db.serverCount--;
+    pool.user.serverCount--;
+    registry.serverCount--;
+  }
+  const target = server.cancelTarget;
+  if (target !== null) {
+    server.cancelTarget = null;
+    target.cancelsInFlight--;
+    if (target.cancelsInFlight === 0 && target.state === ServerState.BEING_CANCELED && !target.closed) serverReady(target);
+    const cc = server.cancelClient;
+    server.cancelClient = null;
+    if (cc !== null) disconnectClient(cc, false, 'successfully sent cancel request');
+  }
+  if (hasWaitingForServer(pool)) launchNewConnection(pool);
+}
+
+/** Close a client; its server is released if clean, else closed. */
+export function disconnectClient(client: Client, notify: boolean, reason: string, sqlstate = '08P01'): void {
+  if (client.closed) return;
+  client.closed = true;
+  if (notify && reason !== '') {
+    if (cf.log_pooler_errors) log.conn('warning', client, `pooler error: ${reason}`);
+  }
+  if (cf.log_disconnections) {
+    log.conn('log', client, `closing because: ${reason} (age=${client.ageSeconds()}s)`);
+  }
+  const server = client.link;
+  if (server !== null) {
+    if (server.ready) {
+      releaseServer(server);
+    } else {
+      unlink(client, server);
+      disconnectServer(server, true, server.pendingRfq > 0 || server.unsynced || server.inCopy
+        ? 'client disconnected with query in progress'
+        : 'client disconnect while server was not ready');
+    }
+  }
+  client.release(notify && reason !== '' ? msg.fatal(reason, sqlstate) : null);
+}
+
+// ------------------------------------------------------------------ new connections
+
+/** Reserve pool: allowed once the oldest waiting client waited reserve_pool_timeout. */
+function reserveAllowed(pool: PgPool): boolean {
+  if (pool.reservePoolSize <= 0) return false;
+  const first = pool.waitingClients.first();
+  if (first === null || first.waitStartUs === 0) return false;
+  return cf.reserve_pool_timeout > 0 && nowUs() - first.waitStartUs >= cf.reserve_pool_timeout * 1e6;
+}
+
+/** Close one idle server of another pool matching `pred` (max_db/user_connections). */
+function evictIdle(pred: (p: PgPool) => boolean, except: PgPool): boolean {
+  let victim: Server | null = null;
+  for (const p of registry.pools) {
+    if (p === except || !pred(p)) continue;
+    const s = p.idleServers.tail ?? p.usedServers.tail;
+    if (s !== null && (victim === null || s.requestTimeUs < victim.requestTimeUs)) victim = s;
+  }
+  if (victim === null) return false;
+  disconnectServer(victim, true, 'evicted');
+  return true;
+}
+
+/** Open one more server connection for the pool if every limit allows it. */
+export function launchNewConnection(pool: PgPool): void {
+  const db = pool.db;
+  if (db.admin || poolerState.shuttingDown && !hasWaitingForServer(pool)) return;
+  // one login at a time per pool
+  if (pool.loginServers.count > 0) return;
+  const now = nowUs();
+  const retryUs = cf.server_login_retry * 1e6;
+  if (pool.lastLoginFailedUs !== 0 && now - pool.lastLoginFailedUs < retryUs) return;
+  if (pool.lastConnectFailedUs !== 0 && now - pool.lastConnectFailedUs < retryUs) return;
+  const size = pool.poolSize;
+  const total = pool.serverCount;
+  if (size > 0 && total >= size) {
+    if (!reserveAllowed(pool) || total >= size + pool.reservePoolSize) return;
+    log.conn('log', firstWaiting(pool) ?? { logPrefix: () => `${db.name}/${pool.user.name}` },
+      'taking connection from reserve_pool');
+  }
+  const maxDb = db.maxDbConnections;
+  if (maxDb > 0 && db.serverCount >= maxDb) {
+    if (!evictIdle((p) => p.db === db, pool)) return;
+  }
+  const maxUser = pool.user.maxUserConnections;
+  if (maxUser > 0 && pool.user.serverCount >= maxUser) {
+    if (!evictIdle((p) => p.user === pool.user, pool)) return;
+  }
+  openServer(pool);
+}
+
+function firstWaiting(pool: PgPool): Client | null {
+  return pool.waitingClients.first();
+}
+
+/** Choose the host for a new connection (load_balance_hosts). null = Unix socket dir. */
+function pickHost(db: PgDatabase): string | null {
+  if (db.hosts.length === 0) return null;
+  const h = db.hosts[db.hostIndex % db.hosts.length]!;
+  if (db.loadBalanceHosts === 'round-robin') db.hostIndex = (db.hostIndex + 1) % db.hosts.length;
+  return h;
+}
+
+export function openServer(pool: PgPool): Server {
+  const server = new Server(pool);
+  server.setState(ServerState.LOGIN, pool.loginServers);
+  pool.db.serverCount++;
+  pool.user.serverCount++;
+  registry.serverCount++;
+  server.connect(pickHost(pool.db), pool.db.port);
+  return server;
+}
+
+/** With load_balance_hosts=disable, a failed connect moves on to the next host. */
+export function advanceHost(db: PgDatabase): void {
+  if (db.loadBalanceHosts === 'disable' && db.hosts.length > 1) db.hostIndex = (db.hostIndex + 1) % db.hosts.length;
+}
+
+// ------------------------------------------------------------------ cancel
+
+/**
+ * A CancelRequest for a linked client: a new connection to the same server address carries
+ * PostgreSQL's key for the server the client is linked to right now.
+ */
+export function startCancel(cancelClient: Client, target: Client): void {
+  const server = target.link;
+  const pool = target.pool!;
+  if (server === null || !server.hasBackendKey) {
+    log.conn('log', cancelClient, 'cancel request for idle client');
+    disconnectClient(cancelClient, false, 'cancel request for idle client');
+    return;
+  }
+  cancelClient.setState(ClientState.ACTIVE_CANCEL, pool.activeCancelReqs);
+  const cs = new Server(pool, true);
+  cs.cancelTarget = server;
+  cs.cancelEpoch = server.linkEpoch;
+  cs.cancelClient = cancelClient;
+  server.cancelsInFlight++;
+  cs.setState(ServerState.ACTIVE_CANCEL, pool.activeCancelServers);
+  cs.connect(server.isUnix ? server.connectHost : server.addr, server.port);
+}
+
+/** The cancel connection is up: send the key, unless the server moved on meanwhile. */
+export function sendCancel(cs: Server): void {
+  const target = cs.cancelTarget!;
+  if (target.closed || target.linkEpoch !== cs.cancelEpoch || target.link === null) {
+    disconnectServer(cs, false, 'cancel request no longer needed');
+    return;
+  }
+  cs.socket.end(msg.cancelRequest(target.backendKey!), () => {
+    disconnectServer(cs, false, 'sent cancel request');
+  });
+}

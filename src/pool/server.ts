@@ -1,0 +1,395 @@
+// A server connection (pgbun -> PostgreSQL). Its state machine: connect, log in (answering the
+// server's auth challenges with the pool user's secret), cache the welcome, then be idle,
+// linked (active) or running an internal query (reset, check, SET batch, connect_query).
+import net from 'node:net';
+import { cf } from '../config/current.js';
+import { log, type LogSubject } from '../log/logger.js';
+import {
+  B_AUTH, B_BACKEND_KEY, B_COMMAND_COMPLETE, B_COPY_BOTH, B_COPY_IN, B_COPY_OUT, B_ERROR,
+  B_NEGOTIATE_PROTOCOL, B_NOTICE, B_PARAMETER_STATUS, B_READY_FOR_QUERY,
+} from '../protocol/constants.js';
+import * as msg from '../protocol/messages.js';
+import { cstrEnd, parseErrorFields } from '../protocol/reader.js';
+import { FORWARD, HANDLED, NEED_FULL, PacketStream, STOP, type Action, type StreamOwner } from '../protocol/stream.js';
+import { ServerLogin } from '../auth/server-login.js';
+import type { ListNode, StateList } from './list.js';
+import type { PgPool } from './objects.js';
+import type { Client } from './client.js';
+import { ServerState } from './state.js';
+import { VarCache, trackedIndex } from './varcache.js';
+import { nowUs } from './clock.js';
+import { connIds } from './ids.js';
+import * as pooler from './pooler.js';
+import { applySocketOptions } from './sockopts.js';
+
+/** What an internal query is for; its results are swallowed, never forwarded. */
+export const enum Internal {
+  NONE = 0,
+  SETVARS = 1,
+  RESET = 2,
+  CHECK = 3,
+  CONNECT_QUERY = 4,
+}
+
+// Server -> client messages forwarded without inspection while linked.
+const FAST = new Uint8Array(256);
+for (const c of 'DTI12ntsVdAc') FAST[c.charCodeAt(0)] = 1;
+// (not fast: Z ReadyForQuery, S ParameterStatus, E ErrorResponse, N Notice, C CommandComplete,
+//  G/H/W copy start: they change state we track)
+
+export class Server implements ListNode, StreamOwner, LogSubject {
+  listPrev: ListNode | null = null;
+  listNext: ListNode | null = null;
+  list: StateList<ListNode> | null = null;
+
+  readonly id: number;
+  readonly ptr: string;
+  state: ServerState = ServerState.LOGIN;
+  link: Client | null = null;
+  socket: net.Socket;
+  stream: PacketStream;
+  readonly vars = new VarCache();
+  /** ParameterStatus values in arrival order during login (the pool's welcome) */
+  private loginParams: Array<[string, string]> | null = [];
+  private login: ServerLogin | null;
+  /** PostgreSQL's BackendKeyData for this connection (pid + secret) */
+  backendKey: Buffer | null = null;
+  backendPid = 0;
+  /** database generation this server was made for (a changed [databases] entry closes it) */
+  readonly generation: number;
+  closeNeeded = false;
+  /** transaction status from the last ReadyForQuery */
+  txStatus = 0x49; // 'I'
+  /** ReadyForQuery messages still owed (Query, Sync, FunctionCall sent) */
+  pendingRfq = 0;
+  /** extended-protocol messages sent since the last Sync */
+  unsynced = false;
+  /** inside COPY (copy-in/out/both) */
+  inCopy = false;
+  internal = Internal.NONE;
+  private internalError: string | null = null;
+  /** cancel requests in flight for this server */
+  cancelsInFlight = 0;
+  /** bumped on every release: a cancel is only sent if the server is still on the same job */
+  linkEpoch = 0;
+  connectTimeUs: number;
+  /** last time the server was assigned or released (server_check_delay, idle timeouts) */
+  requestTimeUs: number;
+  /** last packet from the server (idle_transaction_timeout) */
+  lastPacketUs = 0;
+  /** when the current query started (query_timeout), 0 = none */
+  queryStartUs = 0;
+  /** when the current transaction started (transaction_timeout), 0 = none */
+  xactStartUs = 0;
+  addr = '';
+  port = 0;
+  localAddr = '';
+  localPort = 0;
+  isUnix = false;
+  /** the host argument of connect(): a Unix socket dir, or null for unix_socket_dir */
+  connectHost: string | null = null;
+  closed = false;
+  tlsInfo = '';
+  /** for cancel connections: the server to cancel and the link epoch at request time */
+  cancelTarget: Server | null = null;
+  cancelEpoch = 0;
+  cancelClient: Client | null = null;
+
+  constructor(readonly pool: PgPool, forCancel = false) {
+    this.id = connIds.next();
+    this.ptr = connIds.ptr(this.id);
+    this.generation = pool.db.generation;
+    this.connectTimeUs = this.requestTimeUs = nowUs();
+    this.socket = new net.Socket();
+    this.stream = new PacketStream(this.socket, this);
+    this.stream.maxPacket = 0x7fffffff;
+    this.login = forCancel ? null : new ServerLogin(this);
+  }
+
+  logPrefix(): string {
+    const p = this.pool;
+    const a = this.isUnix ? `unix:${this.port}` : this.addr.includes(':') ? `[${this.addr}]:${this.port}` : `${this.addr}:${this.port}`;
+    return `S-${this.ptr}: ${p.db.name}/${p.user.name}@${a}`;
+  }
+
+  /** seconds since connect, for `closing because: ... (age=Ns)` */
+  ageSeconds(): number {
+    return Math.floor((nowUs() - this.connectTimeUs) / 1e6);
+  }
+
+  /** true when the server can be given to another client */
+  get ready(): boolean {
+    return this.txStatus === 0x49 && this.pendingRfq === 0 && !this.unsynced && !this.inCopy &&
+      this.internal === Internal.NONE && !this.stream.midMessage;
+  }
+
+  // ---- connecting ----
+
+  connect(host: string | null, port: number): void {
+    const sock = this.socket;
+    this.connectHost = host;
+    sock.on('data', (chunk: Buffer) => {
+      this.pool.stats.serverBytes += chunk.length;
+      this.stream.feed(chunk);
+    });
+    sock.on('error', (err: NodeJS.ErrnoException) => this.onSocketError(err));
+    sock.on('close', () => this.onSocketClose());
+    sock.once('connect', () => this.onConnect());
+    if (host === null || host.startsWith('/') || host.startsWith('@')) {
+      const dir = host ?? cf.unix_socket_dir;
+      const path = dir.startsWith('@') ? `\0${dir.slice(1)}/.s.PGSQL.${port}` : `${dir}/.s.PGSQL.${port}`;
+      this.isUnix = true;
+      this.addr = 'unix';
+      this.port = port;
+      sock.connect({ path });
+    } else {
+      this.addr = host;
+      this.port = port;
+      sock.connect({ host, port, noDelay: true });
+    }
+  }
+
+  private onConnect(): void {
+    if (this.closed) return;
+    if (!this.isUnix) {
+      this.addr = this.socket.remoteAddress ?? this.addr;
+      this.localAddr = this.socket.localAddress ?? '';
+      this.localPort = this.socket.localPort ?? 0;
+      applySocketOptions(this.socket);
+    }
+    if (this.cancelTarget !== null) {
+      pooler.sendCancel(this);
+      return;
+    }
+    if (cf.log_connections) {
+      const from = this.isUnix ? 'unix socket' : `${this.localAddr}:${this.localPort}`;
+      log.conn('log', this, `new connection to server (from ${from})`);
+    }
+    this.login!.start();
+  }
+
+  private onSocketError(err: NodeJS.ErrnoException): void {
+    if (this.closed) return;
+    if (this.state === ServerState.LOGIN && this.login !== null && !this.login.started) {
+      log.conn('warning', this, `connect failed: ${err.message}`);
+      pooler.disconnectServer(this, false, 'connect failed');
+      this.pool.lastConnectFailedUs = nowUs();
+      return;
+    }
+    pooler.disconnectServer(this, false, 'server conn crashed?');
+  }
+
+  private onSocketClose(): void {
+    if (this.closed) return;
+    if (this.state === ServerState.LOGIN && this.login !== null && !this.login.started) {
+      pooler.disconnectServer(this, false, 'connect failed');
+      this.pool.lastConnectFailedUs = nowUs();
+      return;
+    }
+    pooler.disconnectServer(this, false, 'server conn crashed?');
+  }
+
+  /** Write a pgbun-made message to the server, after whatever the client stream queued. */
+  send(b: Buffer): void {
+    if (this.link !== null) this.link.stream.flush();
+    if (!this.socket.destroyed) this.socket.write(b);
+  }
+
+  // ---- messages from the server ----
+
+  onBadHeader(): void {
+    pooler.disconnectServer(this, false, 'bad packet header');
+  }
+
+  onMessage(type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
+    this.lastPacketUs = nowUs();
+    if (this.state === ServerState.LOGIN) {
+      if (!complete) return NEED_FULL;
+      return this.onLoginMessage(type, buf, start, len);
+    }
+    if (this.internal !== Internal.NONE) {
+      if (!complete) {
+        // a big row from an internal query is nothing we need to see
+        return type === B_READY_FOR_QUERY || type === B_ERROR || type === B_PARAMETER_STATUS ? NEED_FULL : HANDLED;
+      }
+      return this.onInternalMessage(type, buf, start, len);
+    }
+    const client = this.link;
+    if (client === null) {
+      // an idle server has nothing to say, except parameter changes and notices
+      if (!complete) return NEED_FULL;
+      if (type === B_PARAMETER_STATUS) {
+        this.onParameterStatus(buf, start, len, null);
+        return HANDLED;
+      }
+      if (type === B_NOTICE) return HANDLED;
+      if (type === B_ERROR) {
+        const f = parseErrorFields(buf, start + 5, start + len + 1);
+        pooler.disconnectServer(this, false, `server error on idle connection: ${f.get('M') ?? ''}`);
+        return STOP;
+      }
+      pooler.disconnectServer(this, true, `${this.stateName()} server got dirty`);
+      return STOP;
+    }
+
+    switch (type) {
+      case B_READY_FOR_QUERY: {
+        if (!complete) return NEED_FULL;
+        return this.onReadyForQuery(client, buf, start);
+      }
+      case B_PARAMETER_STATUS:
+        if (!complete) return NEED_FULL;
+        this.onParameterStatus(buf, start, len, client);
+        return FORWARD;
+      case B_COPY_IN:
+      case B_COPY_OUT:
+      case B_COPY_BOTH:
+        this.inCopy = true;
+        return FORWARD;
+      case B_COMMAND_COMPLETE:
+        this.inCopy = false;
+        return pooler.onCommandComplete(this, client, buf, start, len, complete);
+      case B_ERROR:
+        this.inCopy = false;
+        return FORWARD;
+      default:
+        return pooler.onServerMessage(this, client, type, len, buf, start, complete);
+    }
+  }
+
+  private stateName(): string {
+    return this.state === ServerState.USED ? 'SV_USED' : 'SV_IDLE';
+  }
+
+  private onReadyForQuery(client: Client, buf: Buffer, start: number): Action {
+    const status = buf[start + 5]!;
+    this.txStatus = status;
+    if (this.pendingRfq > 0) this.pendingRfq--;
+    this.stream.forwardRange(buf, start, start + 6);
+    this.stream.flush();
+    pooler.onReadyForQuery(this, client, status);
+    return HANDLED;
+  }
+
+  /** ParameterStatus: remember tracked values for this server and the linked client. */
+  onParameterStatus(buf: Buffer, start: number, len: number, client: Client | null): void {
+    const end = start + len + 1;
+    const ne = cstrEnd(buf, start + 5, end);
+    if (ne < 0) return;
+    const ve = cstrEnd(buf, ne + 1, end);
+    if (ve < 0) return;
+    const name = buf.toString('utf8', start + 5, ne);
+    const value = buf.toString('utf8', ne + 1, ve);
+    if (this.loginParams !== null) {
+      const i = this.loginParams.findIndex(([k]) => k === name);
+      if (i >= 0) this.loginParams[i] = [name, value];
+      else this.loginParams.push([name, value]);
+    }
+    const idx = trackedIndex(name);
+    if (idx >= 0) {
+      this.vars.set(idx, value);
+      if (client !== null) client.vars.set(idx, value);
+    }
+  }
+
+  // ---- login ----
+
+  private onLoginMessage(type: number, buf: Buffer, start: number, len: number): Action {
+    const end = start + len + 1;
+    switch (type) {
+      case B_AUTH: {
+        const err = this.login!.onAuthRequest(buf, start + 5, end);
+        if (err !== null) {
+          pooler.serverLoginFailed(this, '08P01', err, false);
+          return STOP;
+        }
+        return HANDLED;
+      }
+      case B_ERROR: {
+        const f = parseErrorFields(buf, start + 5, end);
+        const m = f.get('M') ?? 'unknown error';
+        const sqlstate = f.get('C') ?? '08P01';
+        log.conn('error', this, `S: login failed: ${f.get('S') ?? 'FATAL'} ${m}`);
+        pooler.serverLoginFailed(this, sqlstate, m, true);
+        return STOP;
+      }
+      case B_PARAMETER_STATUS:
+        this.onParameterStatus(buf, start, len, null);
+        return HANDLED;
+      case B_BACKEND_KEY:
+        if (len >= 12) {
+          this.backendKey = Buffer.from(buf.subarray(start + 5, start + 13));
+          this.backendPid = buf.readInt32BE(start + 5);
+        }
+        return HANDLED;
+      case B_NOTICE:
+      case B_NEGOTIATE_PROTOCOL:
+        return HANDLED;
+      case B_READY_FOR_QUERY: {
+        if (!this.login!.authenticated) {
+          pooler.serverLoginFailed(this, '08P01', 'server login failed: no authentication done', false);
+          return STOP;
+        }
+        const params = this.loginParams ?? [];
+        this.loginParams = null;
+        this.login = null;
+        this.txStatus = buf[start + 5]!;
+        pooler.serverLoginDone(this, params);
+        return this.closed ? STOP : HANDLED;
+      }
+      default:
+        pooler.disconnectServer(this, true, `unexpected packet during login: ${String.fromCharCode(type)}`);
+        return STOP;
+    }
+  }
+
+  // ---- internal queries ----
+
+  /** Send a simple Query whose results pgbun consumes itself. */
+  runInternal(kind: Internal, sql: string): void {
+    this.internal = kind;
+    this.internalError = null;
+    this.pendingRfq++;
+    this.send(msg.query(sql));
+  }
+
+  /** The empty query: server_check_query = `<empty>`. */
+  private onInternalMessage(type: number, buf: Buffer, start: number, len: number): Action {
+    if (type === B_PARAMETER_STATUS) {
+      this.onParameterStatus(buf, start, len, this.link);
+    } else if (type === B_ERROR) {
+      const f = parseErrorFields(buf, start + 5, start + len + 1);
+      this.internalError = f.get('M') ?? 'error';
+    } else if (type === B_COPY_IN || type === B_COPY_BOTH) {
+      // an internal query must not leave the server in COPY: its state is unknown now
+      pooler.disconnectServer(this, true, 'internal query started COPY');
+      return STOP;
+    } else if (type === B_READY_FOR_QUERY) {
+      const kind = this.internal;
+      const err = this.internalError;
+      this.internal = Internal.NONE;
+      this.internalError = null;
+      if (this.pendingRfq > 0) this.pendingRfq--;
+      this.txStatus = buf[start + 5]!;
+      pooler.internalQueryDone(this, kind, err);
+      return this.closed ? STOP : HANDLED;
+    }
+    return HANDLED;
+  }
+
+  /** the backend pid and key, for cancel requests sent on a separate connection */
+  get hasBackendKey(): boolean {
+    return this.backendKey !== null;
+  }
+
+  // ---- states ----
+
+  setState(st: ServerState, list: StateList<Server> | null, front = false): void {
+    if (this.list !== null) (this.list as unknown as StateList<Server>).remove(this);
+    this.state = st;
+    if (list !== null) {
+      if (front) list.prepend(this);
+      else list.append(this);
+    }
+  }
+}
