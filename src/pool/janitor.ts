@@ -152,8 +152,8 @@ function checkLoginServers(pool: PgPool, now: number): void {
   if (t <= 0) return;
   for (const s of pool.loginServers.toArray()) {
     if (now - s.connectTimeUs > t) {
-      disconnectServer(s, false, 'connect timeout');
       pool.lastConnectFailedUs = now;
+      disconnectServer(s, false, 'connect timeout');
     }
   }
 }

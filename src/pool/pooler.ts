@@ -131,24 +131,27 @@ function useServer(s: Server): Server {
 /** Give idle servers to waiting clients, oldest client first. */
 export function assignWaitingClients(pool: PgPool): void {
   if (poolerState.paused || pool.db.paused) return;
-  let c = pool.waitingClients.first();
-  while (c !== null) {
-    const next = c.listNext as Client | null;
-    if (c.state === ClientState.WAITING) {
-      const s = takeIdleServer(pool);
-      if (s === null) break;
-      if (link(c, s)) c.stream.resume();
-    }
-    c = next;
+  // restart from the head each time: linking resumes the client, which may run code that
+  // changes this list (a held Terminate releases the server again, and so on)
+  for (;;) {
+    const c = firstWaitingForServer(pool);
+    if (c === null) break;
+    const s = takeIdleServer(pool);
+    if (s === null) break;
+    if (link(c, s)) c.stream.resume();
   }
   if (hasWaitingForServer(pool)) launchNewConnection(pool);
 }
 
-function hasWaitingForServer(pool: PgPool): boolean {
+function firstWaitingForServer(pool: PgPool): Client | null {
   for (let c = pool.waitingClients.first(); c !== null; c = c.listNext as Client | null) {
-    if (c.state === ClientState.WAITING) return true;
+    if (c.state === ClientState.WAITING) return c;
   }
-  return false;
+  return null;
+}
+
+function hasWaitingForServer(pool: PgPool): boolean {
+  return firstWaitingForServer(pool) !== null;
 }
 
 // ------------------------------------------------------------------ server events
@@ -176,11 +179,8 @@ export function serverLoginDone(server: Server, params: Array<[string, string]>)
 
 /** Clients that authenticated before the pool had a welcome get it now. */
 function welcomeWaitingClients(pool: PgPool): void {
-  let c = pool.waitingClients.first();
-  while (c !== null) {
-    const next = c.listNext as Client | null;
-    if (c.state === ClientState.WAITING_LOGIN) c.finishLogin();
-    c = next;
+  for (const c of pool.waitingClients.toArray()) {
+    if (c.state === ClientState.WAITING_LOGIN && !c.closed) c.finishLogin();
   }
 }
 
@@ -190,15 +190,19 @@ function welcomeWaitingClients(pool: PgPool): void {
  */
 export function serverLoginFailed(server: Server, sqlstate: string, message: string, fromServer: boolean): void {
   const pool = server.pool;
-  disconnectServer(server, false, fromServer ? `login failed` : message);
-  if (sqlstate === '57P03') return; // the database is starting up: just retry later
-  pool.lastLoginError = { sqlstate: fromServer ? sqlstate : '08P01', message };
+  // record the failure first: closing the server looks for a replacement otherwise
+  if (sqlstate === '57P03') {
+    // the database is starting up: retry after server_login_retry, clients keep waiting
+    pool.lastConnectFailedUs = nowUs();
+    disconnectServer(server, false, message);
+    return;
+  }
+  const err = { sqlstate: fromServer ? sqlstate : '08P01', message };
+  pool.lastLoginError = err;
   pool.lastLoginFailedUs = nowUs();
-  let c = pool.waitingClients.first();
-  while (c !== null) {
-    const next = c.listNext as Client | null;
-    if (c.state === ClientState.WAITING_LOGIN) disconnectClient(c, true, message, pool.lastLoginError.sqlstate);
-    c = next;
+  disconnectServer(server, false, fromServer ? 'login failed' : message);
+  for (const c of pool.waitingClients.toArray()) {
+    if (c.state === ClientState.WAITING_LOGIN) disconnectClient(c, true, message, err.sqlstate);
   }
 }
 

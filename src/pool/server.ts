@@ -172,8 +172,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     if (this.closed) return;
     if (this.state === ServerState.LOGIN && this.login !== null && !this.login.started) {
       log.conn('warning', this, `connect failed: ${err.message}`);
-      pooler.disconnectServer(this, false, 'connect failed');
-      this.pool.lastConnectFailedUs = nowUs();
+      this.connectFailed();
       return;
     }
     pooler.disconnectServer(this, false, 'server conn crashed?');
@@ -182,11 +181,17 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   private onSocketClose(): void {
     if (this.closed) return;
     if (this.state === ServerState.LOGIN && this.login !== null && !this.login.started) {
-      pooler.disconnectServer(this, false, 'connect failed');
-      this.pool.lastConnectFailedUs = nowUs();
+      this.connectFailed();
       return;
     }
     pooler.disconnectServer(this, false, 'server conn crashed?');
+  }
+
+  /** TCP/Unix connect failed: retry after server_login_retry; waiting clients keep waiting. */
+  private connectFailed(): void {
+    this.pool.lastConnectFailedUs = nowUs();
+    pooler.advanceHost(this.pool.db);
+    pooler.disconnectServer(this, false, 'connect failed');
   }
 
   /** Write a pgbun-made message to the server, after whatever the client stream queued. */
