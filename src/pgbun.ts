@@ -62,7 +62,7 @@ export async function start(opts: StartOptions): Promise<void> {
   installSettings(config.settings);
   cf.conffile = cf.conffile ?? opts.configFile;
   log.setVerbose(cf.verbose);
-  log.setJson((cf as unknown as { log_format?: string }).log_format === 'json');
+  log.setJson(cf.log_format === 'json');
 
   if (opts.daemon && !daemonChild) {
     if (!cf.pidfile) die('daemon needs pidfile configured');

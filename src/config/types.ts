@@ -12,6 +12,13 @@ export interface ConfigProblem {
   message: string;
   /** warnings do not stop loading (e.g. an unparseable HBA line) */
   warning?: boolean;
+  /**
+   * The exact lines PgBouncer logs (at ERROR) for this problem, in order; absent = `message`.
+   * They can differ from `message`, which always names file:line: e.g. `syntax error in
+   * connection string` then `invalid value "..." for parameter foo in configuration (f:3)`.
+   * Startup/reload logging prints these so log watchers see PgBouncer's lines.
+   */
+  log?: string[];
 }
 
 /** One `[databases]` entry, as written. null = not set (inherit the global value). */

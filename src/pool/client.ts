@@ -13,7 +13,7 @@ import {
 } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { hdr2hex } from '../protocol/reader.js';
-import { FORWARD, HANDLED, PacketStream, STOP, WAIT, type Action, type StreamOwner } from '../protocol/stream.js';
+import { FORWARD, HANDLED, NEED_FULL, PacketStream, STOP, WAIT, type Action, type StreamOwner } from '../protocol/stream.js';
 import { parseStartupPacket, parseOptionsParameter } from '../protocol/startup.js';
 import { PasswordExchange, type PasswordMethod } from '../auth/client-auth.js';
 import type { ListNode, StateList } from './list.js';
@@ -25,7 +25,7 @@ import { APPLICATION_NAME, VarCache, trackedIndex, trackedNames } from './varcac
 import { nowUs } from './clock.js';
 import { connIds } from './ids.js';
 import * as pooler from './pooler.js';
-import { prepared } from './prepared.js';
+import { forgetClientStatements, prepared, type Entry } from './prepared.js';
 import { findDatabase } from './databases.js';
 import { acceptClientTls } from '../tls/client.js';
 import { adminCancel, adminOnMessage, checkAdminAccess, welcomeAdmin } from '../admin/console.js';
@@ -77,6 +77,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   /** query_wait_notify NOTICE already sent for the current wait */
   waitNotified = false;
   closed = false;
+  /** this client's prepared statement names (transaction/statement mode, §7.5) */
+  prepared: Map<string, Entry> | null = null;
   /** counted in db/user client counts (after login) */
   private counted = false;
 
@@ -159,6 +161,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       if (this.loginUser !== null) this.loginUser.clientCount--;
     }
     if (this.cancelKey !== null) clientsByKey.delete(this.cancelKey.toString('hex'));
+    forgetClientStatements(this);
     const sock = this.socket;
     if (!sock.destroyed) {
       if (lastMessage !== null && sock.writable) sock.end(lastMessage, () => sock.destroy());
@@ -570,15 +573,20 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (this.db!.admin) return adminOnMessage(this, type, len, buf, start, complete);
     let server = this.link;
     if (server === null) {
+      if ((type === F_PARSE || type === F_CLOSE || type === F_SYNC || type === F_FLUSH) && prepared.active(this.pool!)) {
+        if (!complete) return NEED_FULL;
+        const a = prepared.onUnlinkedClientMessage(this, type, len, buf, start);
+        if (a !== null) return a;
+      }
       if (!pooler.findServer(this)) return this.closed ? STOP : WAIT;
       server = this.link!;
     } else if (server.internal !== Internal.NONE) {
       return WAIT;
     }
     const pool = this.pool!;
-    if (prepared.active(pool)) {
-      const a = prepared.onClientMessage(this, server, type, len, buf, start, complete);
-      if (a !== FORWARD) return a;
+    const rewrite = prepared.active(pool);
+    if (rewrite && !complete && (type === F_PARSE || type === F_BIND || type === F_DESCRIBE || type === F_CLOSE)) {
+      return NEED_FULL;
     }
     const now = nowUs();
     if (server.pendingRfq === 0 && !server.unsynced && this.queryStartUs === 0) {
@@ -596,10 +604,15 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       server.unsynced = false;
     } else if (type !== F_FLUSH) {
       server.unsynced = true;
-      if (type === F_PARSE) pool.stats.clientParseCount++;
-      else if (type === F_BIND) pool.stats.bindCount++;
+      if (type === F_PARSE) {
+        pool.stats.clientParseCount++;
+        if (!rewrite) pool.stats.serverParseCount++;
+      } else if (type === F_BIND) {
+        pool.stats.bindCount++;
+      }
     }
     this.requestTimeUs = now;
+    if (rewrite) return prepared.onClientMessage(this, server, type, len, buf, start, complete);
     return FORWARD;
   }
 }

@@ -3,21 +3,29 @@
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
 import * as msg from '../protocol/messages.js';
-import { FORWARD, type Action } from '../protocol/stream.js';
 import { nowUs } from './clock.js';
 import { ClientState, ServerState } from './state.js';
 import { registry, type PgDatabase, type PgPool } from './objects.js';
 import { Internal, Server } from './server.js';
 import type { Client } from './client.js';
 import { buildSetQuery, VarCache } from './varcache.js';
-import { prepared } from './prepared.js';
+import { forgetServerStatements, prepared } from './prepared.js';
 
-/** Client -> server message types forwarded without bookkeeping while linked. */
-export const CLIENT_FAST = new Uint8Array(256);
-CLIENT_FAST[0x64] = 1; // CopyData
-/** Server -> client message types forwarded without inspection while linked. */
-export const SERVER_FAST = new Uint8Array(256);
-for (const c of 'DTI12ntsVdAc') SERVER_FAST[c.charCodeAt(0)] = 1;
+function table(types: string): Uint8Array {
+  const t = new Uint8Array(256);
+  for (const c of types) t[c.charCodeAt(0)] = 1;
+  return t;
+}
+/** Client -> server message types forwarded without bookkeeping while linked: CopyData, Flush. */
+export const CLIENT_FAST = table('dH');
+/**
+ * Server -> client message types forwarded without inspection while linked. Not fast:
+ * ReadyForQuery, ParameterStatus, ErrorResponse, CommandComplete and COPY starts change state
+ * we track.
+ */
+export const SERVER_FAST = table('DTI12ntsVdAcN');
+/** with prepared-statement rewriting every response is matched to its request, except these */
+export const SERVER_FAST_PREPARED = table('DdANt');
 
 /** global pause state (PAUSE / SUSPEND without a database) */
 export const poolerState = {
@@ -55,8 +63,8 @@ function link(client: Client, server: Server): boolean {
 function startForwarding(client: Client, server: Server): void {
   client.stream.setTarget(server.socket);
   server.stream.setTarget(client.socket);
-  client.stream.fastForward = prepared.active(server.pool) ? null : CLIENT_FAST;
-  server.stream.fastForward = prepared.active(server.pool) ? null : SERVER_FAST;
+  client.stream.fastForward = CLIENT_FAST;
+  server.stream.fastForward = prepared.active(server.pool) ? SERVER_FAST_PREPARED : SERVER_FAST;
 }
 
 function unlink(client: Client, server: Server): void {
@@ -305,17 +313,6 @@ export function onReadyForQuery(server: Server, client: Client, status: number):
   if (done && server.ready) releaseServer(server);
 }
 
-/** CommandComplete: DISCARD ALL / DEALLOCATE ALL forget prepared statements. */
-export function onCommandComplete(server: Server, client: Client, buf: Buffer, start: number, len: number, complete: boolean): Action {
-  return prepared.onCommandComplete(server, client, buf, start, len, complete);
-}
-
-/** Other server messages while linked (prepared-statement bookkeeping hooks in here). */
-export function onServerMessage(server: Server, client: Client, type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
-  if (prepared.active(server.pool)) return prepared.onServerMessage(server, client, type, len, buf, start, complete);
-  return FORWARD;
-}
-
 /**
  * Take a server back from its client. A server that is not at a clean transaction boundary
  * is closed, never reused: nothing of one client's transaction may reach another.
@@ -358,6 +355,7 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
     disconnectClient(client, true, reason);
   }
   server.stream.stop();
+  forgetServerStatements(server);
   const sock = server.socket;
   if (notify && !sock.destroyed && sock.writable && server.state !== ServerState.LOGIN && server.cancelTarget === null) {
     sock.end(msg.TERMINATE_MSG, () => sock.destroy());

@@ -1,22 +1,524 @@
-// Protocol-level prepared statements in transaction/statement mode (spec §7.5). Until that
-// lands, named statements are forwarded untouched (as with max_prepared_statements = 0).
-import { FORWARD, type Action } from '../protocol/stream.js';
+// Protocol-level prepared statements in transaction and statement mode (spec §7.5).
+//
+// A client's named statement lives on whatever server it gets next, so names are rewritten:
+// one global entry per (query text + parameter types) named PGBOUNCER_<n>; each client maps its
+// own names to entries; each server keeps an LRU of the entries prepared on it
+// (max_prepared_statements), closing the least recently used one when full. A Parse for an
+// entry the server already has is not sent; a Bind/Describe for one it lacks gets a Parse
+// injected first.
+//
+// The client must still see exactly one response per message, in order. Every message sent to
+// the server (or answered by pgbun itself) is queued per server with what to do with its
+// response: forward it, swallow it (injected Parse/Close), or synthesize it (ParseComplete /
+// CloseComplete that no server sends). Server messages are matched against the queue head.
+import { cf } from '../config/current.js';
+import { log } from '../log/logger.js';
+import {
+  B_BIND_COMPLETE, B_CLOSE_COMPLETE, B_COMMAND_COMPLETE, B_EMPTY_QUERY, B_ERROR, B_NO_DATA,
+  B_NOTICE, B_NOTIFICATION, B_PARAMETER_STATUS, B_PARSE_COMPLETE, B_PORTAL_SUSPENDED,
+  B_READY_FOR_QUERY, B_ROW_DESCRIPTION, F_BIND, F_CLOSE, F_DESCRIBE, F_EXECUTE, F_FUNCTION_CALL,
+  F_PARSE, F_QUERY, F_SYNC,
+} from '../protocol/constants.js';
+import * as msg from '../protocol/messages.js';
+import { cstrEnd } from '../protocol/reader.js';
+import { FORWARD, HANDLED, NEED_FULL, STOP, type Action } from '../protocol/stream.js';
 import type { PgPool } from './objects.js';
 import type { Client } from './client.js';
 import type { Server } from './server.js';
 
+/** One distinct statement (query + parameter types), shared by every client and server. */
+export interface Entry {
+  readonly id: number;
+  /** the server-side name, PGBOUNCER_<id> */
+  readonly name: string;
+  readonly key: string;
+  /** the Parse message with the server-side name, built once */
+  readonly parse: Buffer;
+  /** client maps + server LRUs holding it; freed at 0 */
+  refs: number;
+  /** a server has accepted this Parse at least once */
+  validated: boolean;
+}
+
+const entries = new Map<string, Entry>();
+let nextId = 0;
+
+function getEntry(key: string, body: Buffer): Entry {
+  let e = entries.get(key);
+  if (e === undefined) {
+    const id = ++nextId;
+    const name = `PGBOUNCER_${id}`;
+    const nameLen = Buffer.byteLength(name);
+    const parse = Buffer.allocUnsafe(5 + nameLen + 1 + body.length);
+    parse[0] = F_PARSE;
+    parse.writeInt32BE(parse.length - 1, 1);
+    parse.write(name, 5);
+    parse[5 + nameLen] = 0;
+    body.copy(parse, 6 + nameLen);
+    e = { id, name, key, parse, refs: 0, validated: false };
+    entries.set(key, e);
+  }
+  return e;
+}
+
+function unref(e: Entry): void {
+  if (--e.refs <= 0) entries.delete(e.key);
+}
+
+/** number of distinct statements known (SHOW MEM style figure) */
+export function preparedEntryCount(): number {
+  return entries.size;
+}
+
+// what to do with the response to a queued request
+const ACT_FORWARD = 0;
+const ACT_SWALLOW = 1;
+const ACT_SYNTHETIC = 2;
+
+/** Per-server state: the LRU of prepared entries and the queue of outstanding requests. */
+export class ServerPrepared {
+  /** insertion order = LRU order (oldest first); a use moves the entry to the end */
+  readonly lru = new Map<Entry, true>();
+  private kinds = new Uint8Array(64);
+  private acts = new Uint8Array(64);
+  private ents: Array<Entry | null> = new Array<Entry | null>(64).fill(null);
+  private cnames: Array<string | null> = new Array<string | null>(64).fill(null);
+  private head = 0;
+  private len = 0;
+
+  get queued(): number {
+    return this.len;
+  }
+
+  push(kind: number, act: number, ent: Entry | null = null, cname: string | null = null): void {
+    if (this.len === this.kinds.length) this.grow();
+    const i = (this.head + this.len) & (this.kinds.length - 1);
+    this.kinds[i] = kind;
+    this.acts[i] = act;
+    this.ents[i] = ent;
+    this.cnames[i] = cname;
+    this.len++;
+  }
+
+  private grow(): void {
+    const n = this.kinds.length * 2;
+    const kinds = new Uint8Array(n);
+    const acts = new Uint8Array(n);
+    const ents = new Array<Entry | null>(n).fill(null);
+    const cnames = new Array<string | null>(n).fill(null);
+    for (let k = 0; k < this.len; k++) {
+      const i = (this.head + k) & (this.kinds.length - 1);
+      kinds[k] = this.kinds[i]!;
+      acts[k] = this.acts[i]!;
+      ents[k] = this.ents[i]!;
+      cnames[k] = this.cnames[i]!;
+    }
+    this.kinds = kinds;
+    this.acts = acts;
+    this.ents = ents;
+    this.cnames = cnames;
+    this.head = 0;
+  }
+
+  headKind(): number {
+    return this.len === 0 ? 0 : this.kinds[this.head]!;
+  }
+
+  headAct(): number {
+    return this.acts[this.head]!;
+  }
+
+  headEnt(): Entry | null {
+    return this.ents[this.head]!;
+  }
+
+  headName(): string | null {
+    return this.cnames[this.head]!;
+  }
+
+  pop(): void {
+    this.ents[this.head] = null;
+    this.cnames[this.head] = null;
+    this.head = (this.head + 1) & (this.kinds.length - 1);
+    this.len--;
+  }
+
+  clearQueue(): void {
+    while (this.len > 0) this.pop();
+    this.head = 0;
+  }
+
+  touch(e: Entry): void {
+    this.lru.delete(e);
+    this.lru.set(e, true);
+  }
+
+  /** Forget everything prepared on this server (DISCARD ALL / DEALLOCATE ALL / close). */
+  dropAll(): void {
+    for (const e of this.lru.keys()) unref(e);
+    this.lru.clear();
+  }
+}
+
+function serverState(s: Server): ServerPrepared {
+  let p = s.prepared;
+  if (p === null) p = s.prepared = new ServerPrepared();
+  return p;
+}
+
+function clientMap(c: Client): Map<string, Entry> {
+  let m = c.prepared;
+  if (m === null) m = c.prepared = new Map();
+  return m;
+}
+
+/** Drop a client's statements (client closed, or its server saw DISCARD ALL). */
+export function forgetClientStatements(c: Client): void {
+  const m = c.prepared;
+  if (m === null) return;
+  for (const e of m.values()) unref(e);
+  m.clear();
+}
+
+export function forgetServerStatements(s: Server): void {
+  if (s.prepared !== null) {
+    s.prepared.dropAll();
+    s.prepared.clearQueue();
+  }
+}
+
+/** Close message for a server-side statement name. */
+function closeStatementMsg(name: string): Buffer {
+  const n = Buffer.byteLength(name);
+  const b = Buffer.allocUnsafe(5 + 1 + n + 1);
+  b[0] = F_CLOSE;
+  b.writeInt32BE(b.length - 1, 1);
+  b[5] = 0x53; // 'S'
+  b.write(name, 6);
+  b[6 + n] = 0;
+  return b;
+}
+
+/** Make room in the server's LRU, closing the least recently used statement. */
+function makeRoom(server: Server, sp: ServerPrepared): void {
+  const max = cf.max_prepared_statements;
+  while (sp.lru.size >= max) {
+    const oldest = sp.lru.keys().next().value as Entry;
+    sp.lru.delete(oldest);
+    server.send(closeStatementMsg(oldest.name));
+    // the entry keeps its reference until the CloseComplete (re-added if the Close is skipped)
+    sp.push(F_CLOSE, ACT_SWALLOW, oldest);
+  }
+}
+
+/** Send the entry's Parse to a server that lacks it; `act` says what becomes of ParseComplete. */
+function sendParse(server: Server, sp: ServerPrepared, e: Entry, act: number, cname: string | null): void {
+  makeRoom(server, sp);
+  server.send(e.parse);
+  sp.lru.set(e, true);
+  e.refs++;
+  sp.push(F_PARSE, act, e, cname);
+  server.pool.stats.serverParseCount++;
+}
+
+/** Answer a synthetic response now if nothing is outstanding before it, else queue it. */
+function synthetic(client: Client, sp: ServerPrepared, kind: number): void {
+  if (sp.queued === 0) {
+    client.send(kind === F_PARSE ? msg.PARSE_COMPLETE_MSG : msg.CLOSE_COMPLETE_MSG);
+  } else {
+    sp.push(kind, ACT_SYNTHETIC);
+  }
+}
+
+/** Emit the synthetic responses at the head of the queue. */
+function flushSynthetic(client: Client | null, server: Server, sp: ServerPrepared): void {
+  while (sp.queued > 0 && sp.headAct() === ACT_SYNTHETIC) {
+    const kind = sp.headKind();
+    sp.pop();
+    if (client !== null) {
+      server.stream.flush();
+      client.socket.write(kind === F_PARSE ? msg.PARSE_COMPLETE_MSG : msg.CLOSE_COMPLETE_MSG);
+    }
+  }
+}
+
+/** A request whose response never came (skipped after an error): undo its bookkeeping. */
+function abandon(server: Server, sp: ServerPrepared, client: Client | null): void {
+  const kind = sp.headKind();
+  const act = sp.headAct();
+  const e = sp.headEnt();
+  if (kind === F_PARSE && e !== null && act !== ACT_SYNTHETIC) {
+    // not prepared after all
+    if (sp.lru.delete(e)) unref(e);
+    const cname = sp.headName();
+    if (cname !== null && client?.prepared?.get(cname) === e) {
+      client.prepared.delete(cname);
+      unref(e);
+    }
+  } else if (kind === F_CLOSE && e !== null && act === ACT_SWALLOW) {
+    // the statement still exists on the server
+    sp.lru.set(e, true);
+    return popNoUnref(sp);
+  }
+  sp.pop();
+  void server;
+}
+
+function popNoUnref(sp: ServerPrepared): void {
+  sp.pop();
+}
+
+// -------------------------------------------------------------------- public hooks
+
+const PSEUDO_S = 0x53;
+
 export const prepared = {
-  /** whether Parse/Bind/Describe/Close names are rewritten for this pool */
-  active(_pool: PgPool): boolean {
-    return false;
+  /** rewriting is on in transaction/statement mode with max_prepared_statements > 0 */
+  active(pool: PgPool): boolean {
+    return cf.max_prepared_statements > 0 && pool.poolMode !== 'session' && !pool.db.admin;
   },
-  onClientMessage(_c: Client, _s: Server, _type: number, _len: number, _buf: Buffer, _start: number, _complete: boolean): Action {
-    return FORWARD;
+
+  /**
+   * A client message on a linked server. Returns FORWARD (send as is), HANDLED (pgbun sent a
+   * rewritten message or answered itself) or STOP (client closed). The caller already did the
+   * generic bookkeeping; P/B/D/C arrive complete.
+   */
+  onClientMessage(client: Client, server: Server, type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
+    const sp = serverState(server);
+    const end = start + len + 1;
+    switch (type) {
+      case F_PARSE: {
+        const ne = cstrEnd(buf, start + 5, end);
+        if (!complete || ne < 0) {
+          client.fail('broken Parse packet');
+          return STOP;
+        }
+        if (ne === start + 5) {
+          sp.push(F_PARSE, ACT_FORWARD);
+          server.pool.stats.serverParseCount++;
+          return FORWARD;
+        }
+        const name = buf.toString('utf8', start + 5, ne);
+        const map = clientMap(client);
+        if (map.has(name)) {
+          log.conn('warning', client, `prepared statement '${name}' was already prepared`);
+          client.fail('prepared statement name is already in use');
+          return STOP;
+        }
+        const body = buf.subarray(ne + 1, end);
+        const e = getEntry(body.toString('latin1'), body);
+        map.set(name, e);
+        e.refs++;
+        if (sp.lru.has(e)) {
+          sp.touch(e);
+          synthetic(client, sp, F_PARSE);
+        } else {
+          sendParse(server, sp, e, ACT_FORWARD, name);
+        }
+        return HANDLED;
+      }
+      case F_BIND: {
+        const pe = cstrEnd(buf, start + 5, end);
+        const se = pe < 0 ? -1 : cstrEnd(buf, pe + 1, end);
+        if (!complete || se < 0) {
+          client.fail('broken Bind packet');
+          return STOP;
+        }
+        if (se === pe + 1) {
+          sp.push(F_BIND, ACT_FORWARD);
+          return FORWARD;
+        }
+        const e = lookup(client, buf.toString('utf8', pe + 1, se));
+        if (e === null) return STOP;
+        ensurePrepared(server, sp, e);
+        server.send(rewrite(buf, start, end, pe + 1, se, e.name));
+        sp.push(F_BIND, ACT_FORWARD);
+        return HANDLED;
+      }
+      case F_DESCRIBE: {
+        const ne = cstrEnd(buf, start + 6, end);
+        if (!complete || ne < 0) {
+          client.fail('broken Describe packet');
+          return STOP;
+        }
+        if (buf[start + 5] !== PSEUDO_S || ne === start + 6) {
+          sp.push(F_DESCRIBE, ACT_FORWARD);
+          return FORWARD;
+        }
+        const e = lookup(client, buf.toString('utf8', start + 6, ne));
+        if (e === null) return STOP;
+        ensurePrepared(server, sp, e);
+        server.send(rewrite(buf, start, end, start + 6, ne, e.name));
+        sp.push(F_DESCRIBE, ACT_FORWARD);
+        return HANDLED;
+      }
+      case F_CLOSE: {
+        const ne = cstrEnd(buf, start + 6, end);
+        if (!complete || ne < 0) {
+          client.fail('broken Close packet');
+          return STOP;
+        }
+        if (buf[start + 5] !== PSEUDO_S || ne === start + 6) {
+          sp.push(F_CLOSE, ACT_FORWARD);
+          return FORWARD;
+        }
+        // the server keeps the statement for other clients; only this client's name goes
+        const name = buf.toString('utf8', start + 6, ne);
+        const map = clientMap(client);
+        const e = map.get(name);
+        if (e !== undefined) {
+          map.delete(name);
+          unref(e);
+        }
+        synthetic(client, sp, F_CLOSE);
+        return HANDLED;
+      }
+      case F_EXECUTE:
+      case F_SYNC:
+      case F_QUERY:
+      case F_FUNCTION_CALL:
+        sp.push(type, ACT_FORWARD);
+        return FORWARD;
+      default:
+        // Flush and COPY messages get no response of their own
+        return FORWARD;
+    }
   },
-  onServerMessage(_s: Server, _c: Client, _type: number, _len: number, _buf: Buffer, _start: number, _complete: boolean): Action {
-    return FORWARD;
+
+  /**
+   * A server message while linked: match it to the queue head. Returns FORWARD (the caller goes
+   * on with its normal handling), HANDLED (swallowed) or NEED_FULL.
+   */
+  onServerMessage(server: Server, client: Client, type: number, _len: number, _buf: Buffer, _start: number, _complete: boolean): Action {
+    const sp = server.prepared;
+    if (sp === null) return FORWARD;
+    // asynchronous messages belong to no request
+    if (type === B_NOTICE || type === B_PARAMETER_STATUS || type === B_NOTIFICATION) return FORWARD;
+    flushSynthetic(client, server, sp);
+    if (sp.queued === 0) return FORWARD;
+    const kind = sp.headKind();
+    if (type === B_ERROR) {
+      if (kind === F_QUERY || kind === F_FUNCTION_CALL || kind === F_SYNC) return FORWARD;
+      // an extended-protocol error: the server skips everything up to the next Sync
+      while (sp.queued > 0 && sp.headKind() !== F_SYNC) abandon(server, sp, client);
+      return FORWARD;
+    }
+    let ends = false;
+    switch (kind) {
+      case F_PARSE:
+        ends = type === B_PARSE_COMPLETE;
+        break;
+      case F_BIND:
+        ends = type === B_BIND_COMPLETE;
+        break;
+      case F_CLOSE:
+        ends = type === B_CLOSE_COMPLETE;
+        break;
+      case F_DESCRIBE:
+        ends = type === B_ROW_DESCRIPTION || type === B_NO_DATA;
+        break;
+      case F_EXECUTE:
+        ends = type === B_COMMAND_COMPLETE || type === B_EMPTY_QUERY || type === B_PORTAL_SUSPENDED;
+        break;
+      default: // Query, FunctionCall, Sync
+        ends = type === B_READY_FOR_QUERY;
+    }
+    if (!ends) return FORWARD;
+    const act = sp.headAct();
+    const e = sp.headEnt();
+    if (kind === F_CLOSE && e !== null && act === ACT_SWALLOW) unref(e);
+    if (kind === F_PARSE && e !== null) e.validated = true;
+    sp.pop();
+    if (type !== B_READY_FOR_QUERY) flushSynthetic(client, server, sp);
+    return act === ACT_SWALLOW ? HANDLED : FORWARD;
   },
-  onCommandComplete(_s: Server, _c: Client, _buf: Buffer, _start: number, _len: number, _complete: boolean): Action {
+
+  /**
+   * A client without a server sends Parse/Close/Sync/Flush. pgbun answers these itself when it
+   * can: a Parse of a statement some server has already accepted, a Close of a statement name,
+   * a Flush, and the Sync that ends such a batch (ReadyForQuery 'I': an unlinked client has no
+   * transaction). Returns null when a server is needed.
+   *
+   * This goes beyond PgBouncer, which takes a server for them: clients like pgbench prepare
+   * synchronously (PQprepare) while other clients of the same thread hold every server in an
+   * open transaction; waiting for a server there deadlocks the client program until
+   * query_wait_timeout whenever the pool is smaller than the number of clients.
+   */
+  onUnlinkedClientMessage(client: Client, type: number, len: number, buf: Buffer, start: number): Action | null {
+    const end = start + len + 1;
+    switch (type) {
+      case F_PARSE: {
+        const ne = cstrEnd(buf, start + 5, end);
+        if (ne <= start + 5) return null;
+        const name = buf.toString('utf8', start + 5, ne);
+        const map = clientMap(client);
+        if (map.has(name)) return null;
+        const e = entries.get(buf.toString('latin1', ne + 1, end));
+        if (e === undefined || !e.validated) return null;
+        map.set(name, e);
+        e.refs++;
+        client.pool!.stats.clientParseCount++;
+        client.send(msg.PARSE_COMPLETE_MSG);
+        return HANDLED;
+      }
+      case F_CLOSE: {
+        const ne = cstrEnd(buf, start + 6, end);
+        if (buf[start + 5] !== PSEUDO_S || ne <= start + 6) return null;
+        const name = buf.toString('utf8', start + 6, ne);
+        const map = clientMap(client);
+        const e = map.get(name);
+        if (e !== undefined) {
+          map.delete(name);
+          unref(e);
+        }
+        client.send(msg.CLOSE_COMPLETE_MSG);
+        return HANDLED;
+      }
+      case F_SYNC:
+        client.send(msg.readyForQuery('I'));
+        return HANDLED;
+      case 0x48: // Flush: nothing is pending
+        return HANDLED;
+      default:
+        return null;
+    }
+  },
+
+  /** CommandComplete: DISCARD ALL / DEALLOCATE ALL drop the server's (and client's) statements. */
+  onCommandComplete(server: Server, client: Client | null, buf: Buffer, start: number, len: number, complete: boolean): Action {
+    if (len > 4 + 16) return FORWARD; // longer than any tag we look for
+    if (!complete) return NEED_FULL;
+    const tag = buf.toString('latin1', start + 5, start + len);
+    if (tag === 'DISCARD ALL\0' || tag === 'DEALLOCATE ALL\0') {
+      if (server.prepared !== null) server.prepared.dropAll();
+      if (client !== null) forgetClientStatements(client);
+    }
     return FORWARD;
   },
 };
+
+function lookup(client: Client, name: string): Entry | null {
+  const e = client.prepared?.get(name);
+  if (e === undefined) {
+    log.conn('warning', client, `prepared statement '${name}' not found`);
+    client.fail('prepared statement did not exist');
+    return null;
+  }
+  return e;
+}
+
+function ensurePrepared(server: Server, sp: ServerPrepared, e: Entry): void {
+  if (sp.lru.has(e)) sp.touch(e);
+  else sendParse(server, sp, e, ACT_SWALLOW, null);
+}
+
+/** The message with buf[nameStart, nameEnd) replaced by `name`. */
+function rewrite(buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number, name: string): Buffer {
+  const n = Buffer.byteLength(name);
+  const out = Buffer.allocUnsafe((end - start) - (nameEnd - nameStart) + n);
+  buf.copy(out, 0, start, nameStart);
+  out.write(name, nameStart - start);
+  buf.copy(out, nameStart - start + n, nameEnd, end);
+  out.writeInt32BE(out.length - 1, 1);
+  return out;
+}

@@ -12,6 +12,7 @@ import * as msg from '../protocol/messages.js';
 import { cstrEnd, parseErrorFields } from '../protocol/reader.js';
 import { FORWARD, HANDLED, NEED_FULL, PacketStream, STOP, type Action, type StreamOwner } from '../protocol/stream.js';
 import { ServerLogin } from '../auth/server-login.js';
+import { prepared, type ServerPrepared } from './prepared.js';
 import type { ListNode, StateList } from './list.js';
 import type { PgPool } from './objects.js';
 import type { Client } from './client.js';
@@ -23,6 +24,7 @@ import * as pooler from './pooler.js';
 import { applySocketOptions } from './sockopts.js';
 
 /** What an internal query is for; its results are swallowed, never forwarded. */
+
 export const enum Internal {
   NONE = 0,
   SETVARS = 1,
@@ -30,12 +32,6 @@ export const enum Internal {
   CHECK = 3,
   CONNECT_QUERY = 4,
 }
-
-// Server -> client messages forwarded without inspection while linked.
-const FAST = new Uint8Array(256);
-for (const c of 'DTI12ntsVdAc') FAST[c.charCodeAt(0)] = 1;
-// (not fast: Z ReadyForQuery, S ParameterStatus, E ErrorResponse, N Notice, C CommandComplete,
-//  G/H/W copy start: they change state we track)
 
 export class Server implements ListNode, StreamOwner, LogSubject {
   listPrev: ListNode | null = null;
@@ -68,6 +64,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   inCopy = false;
   internal = Internal.NONE;
   private internalError: string | null = null;
+  /** prepared statements on this server and its queue of outstanding requests (§7.5) */
+  prepared: ServerPrepared | null = null;
   /** cancel requests in flight for this server */
   cancelsInFlight = 0;
   /** bumped on every release: a cancel is only sent if the server is still on the same job */
@@ -120,7 +118,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   /** true when the server can be given to another client */
   get ready(): boolean {
     return this.txStatus === 0x49 && this.pendingRfq === 0 && !this.unsynced && !this.inCopy &&
-      this.internal === Internal.NONE && !this.stream.midMessage;
+      this.internal === Internal.NONE && !this.stream.midMessage &&
+      (this.prepared === null || this.prepared.queued === 0);
   }
 
   // ---- connecting ----
@@ -215,7 +214,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     if (this.internal !== Internal.NONE) {
       if (!complete) {
         // a big row from an internal query is nothing we need to see
-        return type === B_READY_FOR_QUERY || type === B_ERROR || type === B_PARAMETER_STATUS ? NEED_FULL : HANDLED;
+        return type === B_READY_FOR_QUERY || type === B_ERROR || type === B_PARAMETER_STATUS ||
+          type === B_COMMAND_COMPLETE ? NEED_FULL : HANDLED;
       }
       return this.onInternalMessage(type, buf, start, len);
     }
@@ -237,13 +237,19 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       return STOP;
     }
 
+    // messages whose content we read: have them whole before any bookkeeping, so that the
+    // second call (with the collected message) is the only one that counts
+    if (!complete && (type === B_READY_FOR_QUERY || type === B_PARAMETER_STATUS || type === B_COMMAND_COMPLETE)) {
+      return NEED_FULL;
+    }
+    if (this.prepared !== null && prepared.active(this.pool)) {
+      const a = prepared.onServerMessage(this, client, type, len, buf, start, complete);
+      if (a !== FORWARD) return a;
+    }
     switch (type) {
-      case B_READY_FOR_QUERY: {
-        if (!complete) return NEED_FULL;
+      case B_READY_FOR_QUERY:
         return this.onReadyForQuery(client, buf, start);
-      }
       case B_PARAMETER_STATUS:
-        if (!complete) return NEED_FULL;
         this.onParameterStatus(buf, start, len, client);
         return FORWARD;
       case B_COPY_IN:
@@ -253,12 +259,12 @@ export class Server implements ListNode, StreamOwner, LogSubject {
         return FORWARD;
       case B_COMMAND_COMPLETE:
         this.inCopy = false;
-        return pooler.onCommandComplete(this, client, buf, start, len, complete);
+        return prepared.onCommandComplete(this, client, buf, start, len, true);
       case B_ERROR:
         this.inCopy = false;
         return FORWARD;
       default:
-        return pooler.onServerMessage(this, client, type, len, buf, start, complete);
+        return FORWARD;
     }
   }
 
@@ -369,6 +375,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       // an internal query must not leave the server in COPY: its state is unknown now
       pooler.disconnectServer(this, true, 'internal query started COPY');
       return STOP;
+    } else if (type === B_COMMAND_COMPLETE) {
+      prepared.onCommandComplete(this, null, buf, start, len, true);
     } else if (type === B_READY_FOR_QUERY) {
       const kind = this.internal;
       const err = this.internalError;
