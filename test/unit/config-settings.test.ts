@@ -70,9 +70,11 @@ const SPEC: Record<string, [string | null, boolean]> = {
   so_reuseport: ['0', false], tcp_defer_accept: [process.platform === 'linux' ? '1' : '0', true],
   tcp_socket_buffer: ['0', true], tcp_keepalive: ['1', true], tcp_keepcnt: ['0', true],
   tcp_keepidle: ['0', true], tcp_keepintvl: ['0', true], tcp_user_timeout: ['0', true],
+  // pgbun's own extensions (not in PgBouncer), listed here on purpose
+  log_format: ['text', true],
 };
 
-test('the table has exactly the keys of §2, each with its default and reload flag', () => {
+test('the table has exactly the keys of §2 (plus pgbun extensions), each with its default and reload flag', () => {
   assert.deepEqual(SETTING_DEFS.map((d) => d.name).sort(), Object.keys(SPEC).sort());
   for (const def of SETTING_DEFS) {
     const [dflt, reloadable] = SPEC[def.name]!;
