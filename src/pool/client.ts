@@ -16,6 +16,7 @@ import { hdr2hex } from '../protocol/reader.js';
 import { FORWARD, HANDLED, NEED_FULL, PacketStream, STOP, WAIT, type Action, type StreamOwner } from '../protocol/stream.js';
 import { parseStartupPacket, parseOptionsParameter } from '../protocol/startup.js';
 import { PasswordExchange, type PasswordMethod } from '../auth/client-auth.js';
+import { beginAuth } from '../auth/login.js';
 import type { ListNode, StateList } from './list.js';
 import { registry, type PgDatabase, type PgPool, type PgUser } from './objects.js';
 import type { Server } from './server.js';
@@ -27,7 +28,7 @@ import { connIds } from './ids.js';
 import * as pooler from './pooler.js';
 import { forgetClientStatements, prepared, type Entry } from './prepared.js';
 import { findDatabase } from './databases.js';
-import { acceptClientTls } from '../tls/client.js';
+import { acceptClientTls, acceptDirectTls } from '../tls/client.js';
 import { adminCancel, adminOnMessage, checkAdminAccess, welcomeAdmin } from '../admin/console.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
@@ -109,19 +110,44 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   }
 
   /** (Re)attach socket events; TLS replaces the socket with the encrypted one. */
-  attach(sock: net.Socket): void {
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.loggedIn) {
+      if (this.pool !== null) this.pool.stats.clientBytes += chunk.length;
+      this.stream.feed(chunk);
+    } else {
+      this.onLoginData(chunk);
+    }
+  };
+
+  private readonly onEof = (): void => pooler.disconnectClient(this, false, 'client unexpected eof');
+
+  private attach(sock: net.Socket): void {
     this.socket = sock;
-    sock.on('data', (chunk: Buffer) => {
-      if (this.loggedIn) {
-        if (this.pool !== null) this.pool.stats.clientBytes += chunk.length;
-        this.stream.feed(chunk);
-      } else {
-        this.onLoginData(chunk);
-      }
-    });
-    sock.on('end', () => pooler.disconnectClient(this, false, 'client unexpected eof'));
-    sock.on('error', () => pooler.disconnectClient(this, false, 'client unexpected eof'));
-    sock.on('close', () => pooler.disconnectClient(this, false, 'client unexpected eof'));
+    sock.on('data', this.onData);
+    sock.on('end', this.onEof);
+    sock.on('error', this.onEof);
+    sock.on('close', this.onEof);
+  }
+
+  /**
+   * Continue on another socket (the TLS socket wrapping the accepted one). Only before login:
+   * the message stream is made anew for it.
+   */
+  replaceSocket(sock: net.Socket): void {
+    const old = this.socket;
+    old.off('data', this.onData);
+    old.off('end', this.onEof);
+    old.off('error', this.onEof);
+    old.off('close', this.onEof);
+    old.on('error', () => { /* the TLS socket reports */ });
+    this.stream = new PacketStream(sock, this);
+    this.stream.maxPacket = cf.max_packet_size;
+    this.attach(sock);
+  }
+
+  /** Bytes received in the login phase and not consumed yet (plaintext after SSLRequest). */
+  get pendingLoginBytes(): number {
+    return this.loginBuf === null ? 0 : this.loginBuf.length;
   }
 
   logPrefix(): string {
@@ -191,6 +217,12 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       this.state === ClientState.LOGIN) {
       const b = this.loginBuf;
       let total: number;
+      if (b[0] === 0x16 && !this.startupDone && this.tlsInfo === '') {
+        // a TLS ClientHello without SSLRequest: PostgreSQL 17's sslnegotiation=direct
+        this.loginBuf = null;
+        if (!acceptDirectTls(this, b)) this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
+        return;
+      }
       if (b[0] !== 0 || this.startupDone) {
         // a typed packet: only PasswordMessage belongs here
         if (b.length < 5) return;
@@ -368,7 +400,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     const isAdminDb = dbName === 'pgbouncer';
     const db = isAdminDb ? registry.databases.get('pgbouncer')! : findDatabase(dbName);
     this.db = db;
-    let user = registry.getUser(userName) ?? null;
+    const user = registry.getUser(userName) ?? null;
     if (cf.log_connections) {
       log.conn('log', this, `login attempt: db=${dbName} user=${userName} tls=${this.tlsInfo || 'no'} replication=${this.replication === 'none' ? 'no' : this.replication === 'physical' ? 'yes' : 'database'}`);
     }
@@ -399,34 +431,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       }
     }
     this.loginUser = user;
-    const method = cf.auth_type;
-    switch (method) {
-      case 'trust':
-        if (user === null || !user.inAuthFile) {
-          this.fail('"trust" authentication failed');
-          return;
-        }
-        this.afterAuth();
-        return;
-      case 'any':
-        if (!isAdminDb && db !== null && db.forcedUser === null) {
-          log.conn('warning', this, 'auth_type=any requires forced user');
-          this.fail('bouncer config error');
-          return;
-        }
-        if (user === null) this.loginUser = user = registry.addUser(userName);
-        this.afterAuth();
-        return;
-      case 'plain':
-      case 'md5':
-      case 'scram-sha-256':
-        this.startPassword(method, userName, user);
-        return;
-      default:
-        log.conn('warning', this, `auth_type=${method} is not supported yet`);
-        this.fail('bouncer config error');
-        return;
-    }
+    beginAuth(this, userName, user, isAdminDb);
   }
 
   /** Start a password exchange; `user` null = unknown (mock exchange that fails). */

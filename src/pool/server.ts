@@ -22,6 +22,7 @@ import { nowUs } from './clock.js';
 import { connIds } from './ids.js';
 import * as pooler from './pooler.js';
 import { applySocketOptions } from './sockopts.js';
+import { beginServerLogin } from '../tls/server.js';
 
 /** What an internal query is for; its results are swallowed, never forwarded. */
 
@@ -124,15 +125,43 @@ export class Server implements ListNode, StreamOwner, LogSubject {
 
   // ---- connecting ----
 
+  /** while set, bytes from the server go here instead of the message stream (SSLRequest answer) */
+  rawData: ((chunk: Buffer) => void) | null = null;
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.rawData !== null) {
+      this.rawData(chunk);
+      return;
+    }
+    this.pool.stats.serverBytes += chunk.length;
+    this.stream.feed(chunk);
+  };
+
+  private readonly onError = (err: NodeJS.ErrnoException): void => this.onSocketError(err);
+  private readonly onClose = (): void => this.onSocketClose();
+
+  private attach(sock: net.Socket): void {
+    this.socket = sock;
+    sock.on('data', this.onData);
+    sock.on('error', this.onError);
+    sock.on('close', this.onClose);
+  }
+
+  /** Continue on another socket (TLS wrapping the TCP one), before the login starts. */
+  replaceSocket(sock: net.Socket): void {
+    const old = this.socket;
+    old.off('data', this.onData);
+    old.off('error', this.onError);
+    old.off('close', this.onClose);
+    old.on('error', () => { /* the TLS socket reports */ });
+    this.stream = new PacketStream(sock, this);
+    this.attach(sock);
+  }
+
   connect(host: string | null, port: number): void {
     const sock = this.socket;
     this.connectHost = host;
-    sock.on('data', (chunk: Buffer) => {
-      this.pool.stats.serverBytes += chunk.length;
-      this.stream.feed(chunk);
-    });
-    sock.on('error', (err: NodeJS.ErrnoException) => this.onSocketError(err));
-    sock.on('close', () => this.onSocketClose());
+    this.attach(sock);
     sock.once('connect', () => this.onConnect());
     if (host === null || host.startsWith('/') || host.startsWith('@')) {
       const dir = host ?? cf.unix_socket_dir;
@@ -164,7 +193,12 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       const from = this.isUnix ? 'unix socket' : `${this.localAddr}:${this.localPort}`;
       log.conn('log', this, `new connection to server (from ${from})`);
     }
-    this.login!.start();
+    beginServerLogin(this);
+  }
+
+  /** Send the StartupMessage (after TLS negotiation, if any). */
+  startLogin(): void {
+    if (!this.closed) this.login!.start();
   }
 
   private onSocketError(err: NodeJS.ErrnoException): void {
