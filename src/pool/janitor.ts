@@ -44,7 +44,41 @@ export function janitorTick(): void {
     checkLoginServers(pool, now);
     checkPoolSize(pool, now);
   }
+  checkIdlePools(now);
   for (const f of tickHooks) f(now);
+}
+
+function poolInUse(p: PgPool): boolean {
+  return p.clientCount > 0 || p.serverCount > 0 || p.activeCancelReqs.count > 0 ||
+    p.waitingCancelReqs.count > 0 || p.activeCancelServers.count > 0;
+}
+
+/** pool_idle_timeout frees empty pools; autodb_idle_timeout drops unused auto-databases. */
+function checkIdlePools(now: number): void {
+  for (const p of registry.pools.slice()) {
+    if (p.db.admin) continue;
+    if (poolInUse(p)) {
+      p.emptySinceUs = 0;
+      continue;
+    }
+    if (p.emptySinceUs === 0) p.emptySinceUs = now;
+    else if (cf.pool_idle_timeout > 0 && now - p.emptySinceUs > cf.pool_idle_timeout * 1e6) registry.removePool(p);
+  }
+  for (const db of Array.from(registry.databases.values())) {
+    if (!db.autodb) continue;
+    let used = false;
+    for (const p of db.pools.values()) if (poolInUse(p)) used = true;
+    if (used) {
+      db.inactiveSinceUs = 0;
+      continue;
+    }
+    if (db.inactiveSinceUs === 0) db.inactiveSinceUs = now;
+    else if (now - db.inactiveSinceUs > cf.autodb_idle_timeout * 1e6) {
+      for (const p of Array.from(db.pools.values())) registry.removePool(p);
+      registry.databases.delete(db.name);
+      log.log(`dropping database '${db.name}' as it does not exist anymore or inactive auto-database`);
+    }
+  }
 }
 
 function checkLoginClients(now: number): void {

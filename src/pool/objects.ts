@@ -145,8 +145,8 @@ export class PgPool {
   /** servers closed for lifetime, spaced out (server_lifetime / pool_size apart) */
   lastLifetimeDisconnectUs = 0;
   readonly stats = new PoolStats();
-  /** set while the pool may use its reserve (a client waited reserve_pool_timeout) */
-  usingReserve = false;
+  /** since when the pool has had no clients and no servers (pool_idle_timeout), 0 = in use */
+  emptySinceUs = 0;
 
   constructor(readonly db: PgDatabase, readonly user: PgUser) {}
 

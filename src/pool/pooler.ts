@@ -10,6 +10,7 @@ import { Internal, Server } from './server.js';
 import type { Client } from './client.js';
 import { buildSetQuery, VarCache } from './varcache.js';
 import { forgetServerStatements, prepared } from './prepared.js';
+import { cachedAddress, onDnsChange, resolveHost } from './dns.js';
 
 function table(types: string): Uint8Array {
   const t = new Uint8Array(256);
@@ -474,9 +475,45 @@ export function openServer(pool: PgPool): Server {
   pool.db.serverCount++;
   pool.user.serverCount++;
   registry.serverCount++;
-  server.connect(pickHost(pool.db), pool.db.port);
+  const host = pickHost(pool.db);
+  if (host === null || host.startsWith('/') || host.startsWith('@')) {
+    server.connect(host, pool.db.port);
+    return server;
+  }
+  const ip = cachedAddress(host);
+  if (ip !== undefined) {
+    server.connect(host, pool.db.port, ip);
+    return server;
+  }
+  // a name to look up first; the server counts as logging in meanwhile
+  server.connectHost = host;
+  server.addr = host;
+  server.port = pool.db.port;
+  void resolveHost(host).then((addr) => {
+    if (server.closed) return;
+    if (addr === null) {
+      pool.lastConnectFailedUs = nowUs();
+      disconnectServer(server, false, 'server DNS lookup failed');
+      return;
+    }
+    server.connect(host, pool.db.port, addr);
+  });
   return server;
 }
+
+// servers connected to an address a name no longer has are closed when released
+onDnsChange((host, gone) => {
+  for (const p of registry.pools) {
+    for (const list of [p.idleServers, p.usedServers, p.activeServers, p.testedServers]) {
+      for (const s of list.toArray()) {
+        if (s.connectHost === host && gone.includes(s.addr)) {
+          s.closeNeeded = true;
+          if (s.state === ServerState.IDLE || s.state === ServerState.USED) disconnectServer(s, true, 'server DNS address changed');
+        }
+      }
+    }
+  }
+});
 
 /** With load_balance_hosts=disable, a failed connect moves on to the next host. */
 export function advanceHost(db: PgDatabase): void {

@@ -158,7 +158,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     this.attach(sock);
   }
 
-  connect(host: string | null, port: number): void {
+  /** host: name, IP or socket dir (null = unix_socket_dir); ip: the resolved address of a name */
+  connect(host: string | null, port: number, ip?: string): void {
     const sock = this.socket;
     this.connectHost = host;
     this.attach(sock);
@@ -171,9 +172,9 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       this.port = port;
       sock.connect({ path });
     } else {
-      this.addr = host;
+      this.addr = ip ?? host;
       this.port = port;
-      sock.connect({ host, port, noDelay: true });
+      sock.connect({ host: this.addr, port, noDelay: true });
     }
   }
 
