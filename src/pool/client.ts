@@ -312,10 +312,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       } else if (k === 'database') {
         database = v;
       } else if (k === 'replication') {
+        // Replication connections need a dedicated, unpooled server: not supported yet, so
+        // they are refused as PgBouncer before 1.23 refused them.
         const lv = v.toLowerCase();
-        if (lv === 'database') this.replication = 'logical';
-        else if (['true', 'on', 'yes', '1'].includes(lv)) this.replication = 'physical';
-        else if (!['false', 'off', 'no', '0'].includes(lv)) {
+        if (!['false', 'off', 'no', '0'].includes(lv)) {
           this.fail(`unsupported startup parameter: ${k}`);
           return;
         }
