@@ -6,8 +6,10 @@ import { randomBytes } from 'node:crypto';
 import * as msg from '../protocol/messages.js';
 import { BodyReader } from '../protocol/reader.js';
 import { checkMd5Response, checkPlainPassword } from './md5.js';
-import type { Secret } from './secret.js';
-import { INVALID_SASL_MECHANISM, SASL_AUTH_FAILED, SCRAM_MECHANISM, ScramServerExchange, type ScramKeys } from './scram.js';
+import type { ScramSecret, Secret } from './secret.js';
+import {
+  INVALID_SASL_MECHANISM, SASL_AUTH_FAILED, SCRAM_MECHANISM, ScramServerExchange, scramSecretFromPassword, type ScramKeys,
+} from './scram.js';
 
 export type PasswordMethod = 'plain' | 'md5' | 'scram-sha-256';
 
@@ -20,6 +22,22 @@ export const PASSWORD_FAILED = 'password authentication failed';
 
 /** Process-wide key for mock SCRAM salts: stable per user name within one process. */
 const mockKey = randomBytes(32);
+
+/**
+ * SCRAM secrets made from plain-text passwords, one per user. PgBouncer derives a new one (new
+ * salt, scram_iterations rounds of PBKDF2) at every login; keeping it makes a login cost no
+ * PBKDF2 at all on our side. One salt per user is what PostgreSQL itself stores, so nothing is
+ * weaker. Keyed by user; the password and iterations must match for a hit.
+ */
+const adhocSecrets = new Map<string, { password: string; iterations: number; secret: ScramSecret }>();
+
+function adhocSecret(user: string, password: string, iterations: number): ScramSecret {
+  const c = adhocSecrets.get(user);
+  if (c !== undefined && c.password === password && c.iterations === iterations) return c.secret;
+  const secret = scramSecretFromPassword(password, iterations);
+  adhocSecrets.set(user, { password, iterations, secret });
+  return secret;
+}
 
 export class PasswordExchange {
   readonly method: PasswordMethod;
@@ -76,12 +94,19 @@ export class PasswordExchange {
       const n = r.int32();
       const data = n >= 0 ? r.bytes(n) : Buffer.alloc(0);
       if (!r.ok) return { kind: 'fail', reason: SASL_AUTH_FAILED, log: 'malformed SASLInitialResponse' };
-      this.scram = this.secret === null
-        ? ScramServerExchange.forUnknownUser(this.userName, this.scramIterations, mockKey)
-        : new ScramServerExchange(this.secret, {
+      const sec = this.secret;
+      if (sec === null) {
+        this.scram = ScramServerExchange.forUnknownUser(this.userName, this.scramIterations, mockKey);
+      } else if (sec.kind === 'plain' && sec.password !== '') {
+        this.scram = new ScramServerExchange(adhocSecret(this.userName, sec.password, this.scramIterations), {
           scramIterations: this.scramIterations,
-          doomed: this.secret.kind === 'plain' && this.secret.password === '',
         });
+      } else {
+        this.scram = new ScramServerExchange(sec, {
+          scramIterations: this.scramIterations,
+          doomed: sec.kind === 'plain',
+        });
+      }
       const step = this.scram.clientFirst(data);
       if (!step.ok) return { kind: 'fail', reason: SASL_AUTH_FAILED, log: step.log };
       return { kind: 'reply', message: msg.authSaslContinue(step.message) };
@@ -90,7 +115,9 @@ export class PasswordExchange {
       this.stage = 2;
       const res = this.scram.clientFinal(r.rest());
       if (!res.ok) return { kind: 'fail', reason: SASL_AUTH_FAILED, log: res.log };
-      return { kind: 'ok', passthrough: res.passthrough, final: msg.authSaslFinal(res.message) };
+      // pass-through keys only mean something for a stored SCRAM secret the server also has
+      const passthrough = this.secret?.kind === 'scram' ? res.passthrough : null;
+      return { kind: 'ok', passthrough, final: msg.authSaslFinal(res.message) };
     }
     return { kind: 'fail', reason: SASL_AUTH_FAILED, log: 'unexpected SASL message' };
   }
