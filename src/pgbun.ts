@@ -63,13 +63,14 @@ export async function start(opts: StartOptions): Promise<void> {
   cf.conffile = cf.conffile ?? opts.configFile;
   log.setVerbose(cf.verbose);
   log.setJson(cf.log_format === 'json');
+  // open the log file first: with -d it is the only place a startup failure can be read
+  if (cf.logfile) log.setLogfile(cf.logfile);
 
   if (opts.daemon && !daemonChild) {
     if (!cf.pidfile) die('daemon needs pidfile configured');
     checkPidfileOrDie();
     await daemonize(opts.childArgs);
   }
-  if (cf.logfile) log.setLogfile(cf.logfile);
 
   if (opts.reboot) log.warning('Online restart is deprecated, use so_reuseport instead');
 

@@ -78,6 +78,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   /** query_wait_notify NOTICE already sent for the current wait */
   waitNotified = false;
   closed = false;
+  /** close without a log line */
+  silent = false;
   /** this client's prepared statement names (transaction/statement mode, §7.5) */
   prepared: Map<string, Entry> | null = null;
   /** counted in db/user client counts (after login) */
@@ -119,7 +121,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
   };
 
-  private readonly onEof = (): void => pooler.disconnectClient(this, false, 'client unexpected eof');
+  private readonly onEof = (): void => {
+    // a connection that closes before sending anything (port probes) is not worth a log line
+    if (!this.startupDone && this.loginBuf === null && this.state === ClientState.LOGIN) this.silent = true;
+    pooler.disconnectClient(this, false, 'client unexpected eof');
+  };
 
   private attach(sock: net.Socket): void {
     this.socket = sock;
@@ -229,8 +235,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
         const type = b[0]!;
         const len = b.readInt32BE(1);
         if (!this.startupDone) {
-          if (type === F_PASSWORD) this.fail('client password pkt before startup packet');
-          else this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
+          // PgBouncer reads a non-zero first byte as a message type
+          if (len < 4 || len > MAX_STARTUP_PACKET) this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
+          else if (type === F_PASSWORD) this.fail('client password pkt before startup packet');
+          else pooler.disconnectClient(this, false, 'bad packet');
           return;
         }
         if (type === 0) {
@@ -257,7 +265,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
         this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
         return;
       }
-      if (b.length < len) return;
+      if (b.length < len) {
+        // PgBouncer reads the startup packet in one go and refuses a partial one
+        this.fail('client sent partial pkt in startup phase');
+        return;
+      }
       this.consume(len);
       this.onStartupPacket(b, len);
     }

@@ -389,7 +389,7 @@ export function disconnectClient(client: Client, notify: boolean, reason: string
   if (notify && reason !== '') {
     if (cf.log_pooler_errors) log.conn('warning', client, `pooler error: ${reason}`);
   }
-  if (cf.log_disconnections) {
+  if (cf.log_disconnections && !client.silent) {
     log.conn('log', client, `closing because: ${reason} (age=${client.ageSeconds()}s)`);
   }
   const server = client.link;
@@ -552,6 +552,6 @@ export function sendCancel(cs: Server): void {
     return;
   }
   cs.socket.end(msg.cancelRequest(target.backendKey!), () => {
-    disconnectServer(cs, false, 'sent cancel request');
+    disconnectServer(cs, false, 'successfully sent cancel request');
   });
 }

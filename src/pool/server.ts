@@ -263,12 +263,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
         return HANDLED;
       }
       if (type === B_NOTICE) return HANDLED;
-      if (type === B_ERROR) {
-        const f = parseErrorFields(buf, start + 5, start + len + 1);
-        pooler.disconnectServer(this, false, `server error on idle connection: ${f.get('M') ?? ''}`);
-        return STOP;
-      }
-      pooler.disconnectServer(this, true, `${this.stateName()} server got dirty`);
+      log.conn('warning', this, `got packet '${String.fromCharCode(type)}' from server when not linked`);
+      pooler.disconnectServer(this, false, 'server conn crashed?');
       return STOP;
     }
 
@@ -301,10 +297,6 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       default:
         return FORWARD;
     }
-  }
-
-  private stateName(): string {
-    return this.state === ServerState.USED ? 'SV_USED' : 'SV_IDLE';
   }
 
   private onReadyForQuery(client: Client, buf: Buffer, start: number): Action {

@@ -215,7 +215,8 @@ export class PacketStream {
         type = this.hdr[0]!;
         len = this.hdr.readInt32BE(1);
       }
-      if (len < 4 || len > this.maxPacket) {
+      // the limit counts the type byte too, as PgBouncer's packet length does
+      if (len < 4 || len >= this.maxPacket) {
         this.flush();
         this.owner.onBadHeader(buf, start, straddled ? 5 : n);
         this.stopped = true;

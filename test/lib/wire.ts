@@ -270,6 +270,8 @@ export interface LoginResult {
   notices: PgError[];
   /** ReadyForQuery status ('I') */
   status: string;
+  /** the SCRAM server-first-message, when SASL was used */
+  serverFirst?: string;
 }
 
 export interface QueryResult {
@@ -306,6 +308,8 @@ export class WireClient {
   private socketError: Error | null = null;
   /** resolves when the connection is closed (by either side) */
   readonly closedPromise: Promise<void>;
+  /** progress of the last login() (auth codes seen so far), also when it threw */
+  lastLogin: LoginResult | null = null;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -498,6 +502,7 @@ export class WireClient {
     Object.assign(params, opts.params ?? {});
     await this.startup(params);
     const res: LoginResult = { authCodes: [], mechanisms: [], params: {}, backendKey: null, notices: [], status: '' };
+    this.lastLogin = res;
     let scram: ScramClient | null = null;
     const needPassword = (): string => {
       if (opts.password === undefined) throw new Error(`server asked ${opts.user} for a password, none given`);
@@ -519,7 +524,8 @@ export class WireClient {
             await this.write(saslInitialResponse('SCRAM-SHA-256', scram.clientFirst()));
           } else if (code === AUTH.SASL_CONTINUE) {
             if (!scram) throw new Error('SASLContinue without SASL');
-            await this.write(saslResponse(scram.onServerFirst(m.body.toString('utf8', 4))));
+            res.serverFirst = m.body.toString('utf8', 4);
+            await this.write(saslResponse(scram.onServerFirst(res.serverFirst)));
           } else if (code === AUTH.SASL_FINAL) {
             if (!scram) throw new Error('SASLFinal without SASL');
             scram.verifyServerFinal(m.body.toString('utf8', 4));
@@ -628,4 +634,36 @@ export async function sendCancel(target: WireTarget, key: { pid: number; secret:
   } finally {
     c.destroy();
   }
+}
+
+/** The outcome of a login attempt: the auth codes seen, then either the login or the error. */
+export interface LoginAttempt {
+  client: WireClient;
+  authCodes: number[];
+  mechanisms: string[];
+  serverFirst?: string;
+  login: LoginResult | null;
+  error: PgError | null;
+}
+
+/**
+ * Connect and try to log in; never throws for an ErrorResponse (returned in `error`, with the
+ * auth codes seen before it). The client stays open on success (terminate it); on error the
+ * caller may check that the connection closes.
+ */
+export async function attemptLogin(target: WireTarget, opts: LoginOptions): Promise<LoginAttempt> {
+  const client = await WireClient.connect(target, opts.timeoutMs);
+  let login: LoginResult | null = null;
+  let error: PgError | null = null;
+  try {
+    login = await client.login(opts);
+  } catch (e) {
+    if (!(e instanceof PgServerError)) {
+      client.destroy();
+      throw e;
+    }
+    error = e.error;
+  }
+  const seen = client.lastLogin!;
+  return { client, authCodes: seen.authCodes, mechanisms: seen.mechanisms, serverFirst: seen.serverFirst, login, error };
 }
