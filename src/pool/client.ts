@@ -78,6 +78,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   /** query_wait_notify NOTICE already sent for the current wait */
   waitNotified = false;
   closed = false;
+  /** for a CancelRequest connection: the client whose query is to be cancelled */
+  cancelFor: Client | null = null;
   /** close without a log line */
   silent = false;
   /** this client's prepared statement names (transaction/statement mode, §7.5) */

@@ -377,7 +377,8 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
     if (target.cancelsInFlight === 0 && target.state === ServerState.BEING_CANCELED && !target.closed) serverReady(target);
     const cc = server.cancelClient;
     server.cancelClient = null;
-    if (cc !== null) disconnectClient(cc, false, 'successfully sent cancel request');
+    if (cc !== null) disconnectClient(cc, false, reason);
+    launchWaitingCancels(pool);
   }
   if (hasWaitingForServer(pool)) launchNewConnection(pool);
 }
@@ -534,6 +535,18 @@ export function startCancel(cancelClient: Client, target: Client): void {
     disconnectClient(cancelClient, false, 'cancel request for idle client');
     return;
   }
+  cancelClient.cancelFor = target;
+  // at most 2 x pool_size cancel connections at once; the rest wait (cancel_wait_timeout)
+  const size = pool.poolSize;
+  if (size > 0 && pool.activeCancelServers.count >= 2 * size) {
+    cancelClient.setState(ClientState.WAITING_CANCEL, pool.waitingCancelReqs);
+    return;
+  }
+  openCancel(cancelClient, server);
+}
+
+function openCancel(cancelClient: Client, server: Server): void {
+  const pool = server.pool;
   cancelClient.setState(ClientState.ACTIVE_CANCEL, pool.activeCancelReqs);
   const cs = new Server(pool, true);
   cs.cancelTarget = server;
@@ -544,14 +557,34 @@ export function startCancel(cancelClient: Client, target: Client): void {
   cs.connect(server.isUnix ? server.connectHost : server.addr, server.port);
 }
 
-/** The cancel connection is up: send the key, unless the server moved on meanwhile. */
+/** A cancel connection finished: start the next queued cancel of the pool. */
+function launchWaitingCancels(pool: PgPool): void {
+  const size = pool.poolSize;
+  for (;;) {
+    if (size > 0 && pool.activeCancelServers.count >= 2 * size) return;
+    const c = pool.waitingCancelReqs.first();
+    if (c === null) return;
+    const target = c.cancelFor;
+    const server = target?.link ?? null;
+    if (target === null || target.closed || server === null || !server.hasBackendKey) {
+      disconnectClient(c, false, 'cancel request for idle client');
+      continue;
+    }
+    openCancel(c, server);
+  }
+}
+
+/**
+ * The cancel connection is up: send the key, unless the server moved on meanwhile. The cancel
+ * is done when PostgreSQL closes the connection (it has signalled the backend by then); only
+ * then may the server be given to another client (Server.onSocketClose).
+ */
 export function sendCancel(cs: Server): void {
   const target = cs.cancelTarget!;
   if (target.closed || target.linkEpoch !== cs.cancelEpoch || target.link === null) {
     disconnectServer(cs, false, 'cancel request no longer needed');
     return;
   }
-  cs.socket.end(msg.cancelRequest(target.backendKey!), () => {
-    disconnectServer(cs, false, 'successfully sent cancel request');
-  });
+  cs.cancelSent = true;
+  cs.socket.end(msg.cancelRequest(target.backendKey!));
 }

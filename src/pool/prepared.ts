@@ -488,8 +488,8 @@ export const prepared = {
   onCommandComplete(server: Server, client: Client | null, buf: Buffer, start: number, len: number, complete: boolean): Action {
     if (len > 4 + 16) return FORWARD; // longer than any tag we look for
     if (!complete) return NEED_FULL;
-    const tag = buf.toString('latin1', start + 5, start + len);
-    if (tag === 'DISCARD ALL\0' || tag === 'DEALLOCATE ALL\0') {
+    const tag = buf.toString('latin1', start + 5, start + len); // without the NUL
+    if (tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL') {
       if (server.prepared !== null) server.prepared.dropAll();
       if (client !== null) forgetClientStatements(client);
     }

@@ -93,6 +93,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   cancelTarget: Server | null = null;
   cancelEpoch = 0;
   cancelClient: Client | null = null;
+  /** the CancelRequest was written; PostgreSQL closing the connection completes it */
+  cancelSent = false;
 
   constructor(readonly pool: PgPool, forCancel = false) {
     this.id = connIds.next();
@@ -204,6 +206,10 @@ export class Server implements ListNode, StreamOwner, LogSubject {
 
   private onSocketError(err: NodeJS.ErrnoException): void {
     if (this.closed) return;
+    if (this.cancelTarget !== null) {
+      this.onSocketClose();
+      return;
+    }
     if (this.state === ServerState.LOGIN && this.login !== null && !this.login.started) {
       log.conn('warning', this, `connect failed: ${err.message}`);
       this.connectFailed();
@@ -214,6 +220,10 @@ export class Server implements ListNode, StreamOwner, LogSubject {
 
   private onSocketClose(): void {
     if (this.closed) return;
+    if (this.cancelTarget !== null) {
+      pooler.disconnectServer(this, false, this.cancelSent ? 'successfully sent cancel request' : 'cancel connection failed');
+      return;
+    }
     if (this.state === ServerState.LOGIN && this.login !== null && !this.login.started) {
       this.connectFailed();
       return;
