@@ -19,6 +19,8 @@ Options:
   -V, --version        show version, then exit
   -h, --help           show this help, then exit
       --check          check CONFIG_FILE, its auth_file and auth_hba_file, then exit
+      --make-cert DIR [HOSTNAME]...
+                       write a self-signed DIR/pgbun.key and DIR/pgbun.crt, then exit
 
 Report bugs to <https://github.com/pgbun/pgbun/issues>.
 `;
@@ -90,6 +92,15 @@ export function parseArgs(argv: string[]): Parsed {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `pgbun --make-cert DIR [HOSTNAME...]`: a separate tool, not a pooler option
+  if (argv[0] === '--make-cert') {
+    const [dir, ...names] = argv.slice(1);
+    if (!dir) tryHelp('option requires an argument -- \'make-cert\'');
+    const { makeSelfSignedCert } = await import('./tls/make-cert.js');
+    const made = makeSelfSignedCert(dir, names);
+    process.stdout.write(`client_tls_key_file = ${made.keyFile}\nclient_tls_cert_file = ${made.certFile}\n`);
+    process.exit(0);
+  }
   const p = parseArgs(argv);
   if (p.help) {
     process.stdout.write(USAGE);

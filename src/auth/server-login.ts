@@ -79,7 +79,9 @@ export class ServerLogin {
         const s = this.secret();
         if (s.kind === 'plain') {
           this.scram = new ScramClientExchange({ password: s.password });
-        } else if (s.kind === 'scram' && user.scramClientKey !== null && user.scramServerKey !== null) {
+        } else if (s.kind === 'scram' && user.scramClientKey !== null && user.scramServerKey !== null &&
+          this.server.pool.db.forcedUser !== user) {
+          // pass-through: only for the user the client logged in as, never a forced user= (§4.5)
           this.scram = new ScramClientExchange({ clientKey: user.scramClientKey, serverKey: user.scramServerKey });
         } else {
           return WRONG_TYPE;

@@ -54,6 +54,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   localPort: number;
   /** Unix-socket peer pid when known, else 0 */
   remotePid = 0;
+  /** set while this client, not logged in yet, waits for a server to run auth_query on (pool/auth-query.ts) */
+  authQuery: ((server: Server) => void) | null = null;
   /** TLS description for logs and SHOW CLIENTS (`TLSv1.3/...`), '' = plain */
   tlsInfo = '';
   db: PgDatabase | null = null;

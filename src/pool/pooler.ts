@@ -52,6 +52,11 @@ function link(client: Client, server: Server): boolean {
   server.requestTimeUs = now;
   server.linkEpoch++;
   pool.stats.serverAssignmentCount++;
+  // a client still logging in runs its auth_query on the server (auth-query.ts); no SETs
+  if (client.authQuery !== null) {
+    client.authQuery(server);
+    return false;
+  }
   const sql = buildSetQuery(client.vars, server.vars);
   if (sql !== null) {
     server.runInternal(Internal.SETVARS, sql);
@@ -211,7 +216,8 @@ export function serverLoginFailed(server: Server, sqlstate: string, message: str
   pool.lastLoginFailedUs = nowUs();
   disconnectServer(server, false, fromServer ? 'login failed' : message);
   for (const c of pool.waitingClients.toArray()) {
-    if (c.state === ClientState.WAITING_LOGIN) disconnectClient(c, true, message, err.sqlstate);
+    // clients waiting to run auth_query in this pool (auth-query.ts) fail the same way
+    if (c.state === ClientState.WAITING_LOGIN || c.authQuery !== null) disconnectClient(c, true, message, err.sqlstate);
   }
 }
 

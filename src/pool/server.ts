@@ -32,6 +32,8 @@ export const enum Internal {
   RESET = 2,
   CHECK = 3,
   CONNECT_QUERY = 4,
+  /** auth_query (pool/auth-query.ts), whose answers `interceptor` reads */
+  AUTH_QUERY = 5,
 }
 
 export class Server implements ListNode, StreamOwner, LogSubject {
@@ -65,6 +67,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   inCopy = false;
   internal = Internal.NONE;
   private internalError: string | null = null;
+  /** while an internal query is run by someone else (auth_query): every complete message goes here */
+  interceptor: ((type: number, buf: Buffer, start: number, len: number) => Action) | null = null;
   /** prepared statements on this server and its queue of outstanding requests (§7.5) */
   prepared: ServerPrepared | null = null;
   /** cancel requests in flight for this server */
@@ -257,6 +261,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       return this.onLoginMessage(type, buf, start, len);
     }
     if (this.internal !== Internal.NONE) {
+      if (this.interceptor !== null) return complete ? this.interceptor(type, buf, start, len) : NEED_FULL;
       if (!complete) {
         // a big row from an internal query is nothing we need to see
         return type === B_READY_FOR_QUERY || type === B_ERROR || type === B_PARAMETER_STATUS ||

@@ -1,11 +1,89 @@
-// TLS towards PostgreSQL (server_tls_*). Until TLS lands, server connections are plain.
+// TLS towards PostgreSQL (server_tls_*, spec §2.7). TCP server connections with
+// server_tls_sslmode prefer/require/verify-ca/verify-full send an SSLRequest first; 'S' wraps
+// the socket with node:tls, 'N' continues in plain text for prefer and closes the connection
+// for require and above. disable and allow (PgBouncer: "try plain") never ask; Unix-socket
+// servers never use TLS.
+import { isIP } from 'node:net';
+import tls from 'node:tls';
+import { log } from '../log/logger.js';
+import { cf } from '../config/current.js';
+import { SSL_REQUEST_CODE } from '../protocol/constants.js';
 import type { Server } from '../pool/server.js';
+import * as pooler from '../pool/pooler.js';
+import { nowUs } from '../pool/clock.js';
+import { serverTls } from './context.js';
+import { describeTls } from './client.js';
+
+const SSL_REQUEST = (() => {
+  const b = Buffer.alloc(8);
+  b.writeInt32BE(8, 0);
+  b.writeInt32BE(SSL_REQUEST_CODE, 4);
+  return b;
+})();
+
+/** A TLS failure before the login: like a failed connect, the pool retries after server_login_retry. */
+function tlsFailed(server: Server, reason: string): void {
+  server.pool.lastConnectFailedUs = nowUs();
+  pooler.disconnectServer(server, false, reason);
+}
 
 /**
- * A server connection is established: negotiate TLS per server_tls_sslmode if it applies (TCP
- * only; send SSLRequest, read the one-byte answer through server.rawData, wrap with tls.connect
- * and server.replaceSocket), then server.startLogin(); on failure pooler.disconnectServer.
+ * A server connection is established: negotiate TLS per server_tls_sslmode if it applies, then
+ * server.startLogin().
  */
 export function beginServerLogin(server: Server): void {
-  server.startLogin();
+  const conf = serverTls();
+  if (conf === null || server.isUnix || conf.mode === 'allow' || conf.mode === 'disable') {
+    server.startLogin();
+    return;
+  }
+  server.rawData = (chunk: Buffer): void => {
+    server.rawData = null;
+    const answer = chunk[0];
+    if (answer === 0x53 /* S */ && chunk.length === 1) {
+      startTls(server);
+    } else if (answer === 0x4e /* N */ && chunk.length === 1) {
+      if (conf.mode === 'prefer') {
+        server.startLogin();
+      } else {
+        tlsFailed(server, 'server refused SSL');
+      }
+    } else if (answer === 0x45 /* E: a pre-SSLRequest server or an error */) {
+      tlsFailed(server, 'server does not support SSL');
+    } else {
+      // anything more than one byte would have been read as if it came through TLS
+      tlsFailed(server, chunk.length > 1 ? 'received unencrypted data after SSL response' : 'bad SSL response');
+    }
+  };
+  server.send(SSL_REQUEST);
+}
+
+function startTls(server: Server): void {
+  const conf = serverTls();
+  if (conf === null) {
+    tlsFailed(server, 'TLS disabled meanwhile');
+    return;
+  }
+  const host = server.addr;
+  const hostName = server.connectHost ?? host;
+  const verify = conf.mode === 'verify-ca' || conf.mode === 'verify-full';
+  const sock = tls.connect({
+    socket: server.socket,
+    secureContext: conf.context,
+    // SNI only for names, never for IP literals (RFC 6066)
+    servername: isIP(hostName) === 0 ? hostName : undefined,
+    rejectUnauthorized: verify,
+    checkServerIdentity: conf.mode === 'verify-full'
+      ? (_name, cert) => tls.checkServerIdentity(hostName, cert)
+      : () => undefined,
+  });
+  // a failed handshake reaches Server's error handler: logged as `connect failed: <reason>`,
+  // retried after server_login_retry like any failed connect
+  server.replaceSocket(sock);
+  sock.once('secureConnect', () => {
+    if (server.closed) return;
+    server.tlsInfo = describeTls(sock);
+    if (cf.log_connections) log.conn('log', server, `TLS connection established: ${server.tlsInfo}`);
+    server.startLogin();
+  });
 }

@@ -1,0 +1,167 @@
+// TLS settings turned into node:tls options (src/tls/context.ts), setupTls/reloadTls keeping the
+// old configuration on error and tagging server connections close_needed when the server side
+// changed, the self-signed certificate helper, and the SO_PEERCRED lookup (src/auth/peer.ts).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { X509Certificate, constants } from 'node:crypto';
+import { cf } from '../../src/config/current.js';
+import { cipherString, clientTls, parseProtocols, protocolOptions, reloadTls, serverTls, setupTls } from '../../src/tls/context.js';
+import { makeSelfSignedCert } from '../../src/tls/make-cert.js';
+import { peerCredentials, peerUid } from '../../src/auth/peer.js';
+import { registry, PgDatabase } from '../../src/pool/objects.js';
+import { Server } from '../../src/pool/server.js';
+import { ServerState } from '../../src/pool/state.js';
+import type { Client } from '../../src/pool/client.js';
+import { makeCa, makeCert } from '../lib/certs.js';
+
+test('client/server_tls_protocols: keywords, lists, negation, holes', () => {
+  assert.deepEqual([...parseProtocols('secure')].sort(), ['TLSv1.2', 'TLSv1.3']);
+  assert.deepEqual([...parseProtocols('default')].sort(), ['TLSv1.2', 'TLSv1.3']);
+  assert.deepEqual([...parseProtocols('all')].sort(), ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']);
+  assert.deepEqual([...parseProtocols('legacy')].sort(), ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']);
+  assert.deepEqual([...parseProtocols('tlsv1.3')], ['TLSv1.3']);
+  assert.deepEqual([...parseProtocols('TLSv1.2,tlsv1.3')].sort(), ['TLSv1.2', 'TLSv1.3']);
+  assert.deepEqual([...parseProtocols('all:!tlsv1.0 -tlsv1.1')].sort(), ['TLSv1.2', 'TLSv1.3']);
+  assert.deepEqual([...parseProtocols('tlsv1')].sort(), ['TLSv1', 'TLSv1.1', 'TLSv1.2']);
+  assert.throws(() => parseProtocols('tlsv1.4'), /invalid TLS protocol: tlsv1.4/);
+  assert.throws(() => parseProtocols('tlsv1.2 !tlsv1.2'), /no TLS protocol enabled/);
+
+  assert.deepEqual(protocolOptions(parseProtocols('secure')), { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3', secureOptions: 0 });
+  // a hole in the middle: min/max span it, SSL_OP_NO_* closes it
+  const holed = protocolOptions(parseProtocols('tlsv1.1,tlsv1.3'));
+  assert.equal(holed.minVersion, 'TLSv1.1');
+  assert.equal(holed.maxVersion, 'TLSv1.3');
+  assert.equal(holed.secureOptions, constants.SSL_OP_NO_TLSv1_2);
+});
+
+test('*_tls_ciphers keywords and *_tls13_ciphers', () => {
+  const dflt = cipherString('default', null);
+  assert.equal(cipherString('secure', null), dflt);
+  assert.equal(cipherString('fast', null), dflt);
+  assert.equal(cipherString('normal', null), dflt);
+  assert.match(dflt, /^TLS_AES_256_GCM_SHA384:.*ECDHE-RSA-AES128-GCM-SHA256/);
+  assert.match(cipherString('all', null), /:ALL:!aNULL:!eNULL$/);
+  assert.match(cipherString('compat', null), /:HIGH:!aNULL$/);
+  assert.equal(cipherString('ECDHE-RSA-AES128-GCM-SHA256', 'TLS_AES_128_GCM_SHA256'), 'TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256');
+  assert.throws(() => cipherString('default', 'AES128-SHA'), /invalid TLS 1.3 cipher suite/);
+});
+
+function tmp(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'pgbun-tls-unit-'));
+}
+
+test('setupTls / reloadTls: built from the files, old configuration kept on error, server side change tags close_needed', () => {
+  const dir = tmp();
+  try {
+    const ca = makeCa();
+    const write = (name: string, text: string): string => {
+      const p = path.join(dir, name);
+      fs.writeFileSync(p, text);
+      return p;
+    };
+    const kc = makeCert(ca, { cn: 'localhost' });
+    cf.client_tls_sslmode = 'require';
+    cf.client_tls_key_file = write('k.pem', kc.key);
+    cf.client_tls_cert_file = write('c.pem', kc.cert);
+    cf.client_tls_ca_file = '';
+    cf.server_tls_sslmode = 'prefer';
+    assert.equal(setupTls(true), null);
+    const first = clientTls();
+    assert.ok(first);
+    assert.equal(first.requestCert, false);
+    assert.equal(first.requireCert, false);
+    const firstServer = serverTls();
+    assert.equal(firstServer?.mode, 'prefer');
+
+    // a server connection in a pool
+    const db = new PgDatabase('unitdb', null);
+    const pool = registry.getPool(db, registry.addUser('unituser'));
+    const server = new Server(pool);
+    server.setState(ServerState.IDLE, pool.idleServers);
+
+    // client side change only: servers stay
+    cf.client_tls_ca_file = write('ca.pem', ca.cert);
+    assert.equal(reloadTls(), null);
+    assert.notEqual(clientTls(), first);
+    assert.equal(clientTls()?.requestCert, true);
+    assert.equal(server.closeNeeded, false);
+
+    // a broken file: error, everything as before
+    const before = clientTls();
+    fs.writeFileSync(cf.client_tls_key_file, 'garbage');
+    assert.match(reloadTls() ?? '', /client_tls/);
+    assert.equal(clientTls(), before);
+    fs.writeFileSync(cf.client_tls_key_file, kc.key);
+
+    // same server settings again: no close_needed; a changed one: close_needed
+    assert.equal(reloadTls(), null);
+    assert.equal(server.closeNeeded, false);
+    cf.server_tls_sslmode = 'require';
+    assert.equal(reloadTls(), null);
+    assert.equal(server.closeNeeded, true);
+
+    cf.client_tls_sslmode = 'disable';
+    cf.server_tls_sslmode = 'disable';
+    assert.equal(reloadTls(), null);
+    assert.equal(clientTls(), null);
+    assert.equal(serverTls(), null);
+    server.setState(ServerState.FREE, null);
+    registry.removePool(pool);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('pgbun --make-cert: a self-signed pair for localhost and the given names, key mode 0600', () => {
+  const dir = tmp();
+  try {
+    const made = makeSelfSignedCert(dir, ['db.example.com']);
+    assert.equal(fs.statSync(made.keyFile).mode & 0o777, 0o600);
+    const x = new X509Certificate(fs.readFileSync(made.certFile));
+    assert.match(x.subject, /CN=db\.example\.com/);
+    assert.equal(x.checkHost('localhost'), 'localhost');
+    assert.equal(x.checkIP('127.0.0.1'), '127.0.0.1');
+    assert.equal(x.checkHost('db.example.com'), 'db.example.com');
+    assert.ok(x.verify(x.publicKey), 'self-signed');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('peer credentials of a Unix-socket connection (SO_PEERCRED): this very process', async () => {
+  const dir = tmp();
+  const sockPath = path.join(dir, 's');
+  const server = net.createServer();
+  try {
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    await new Promise<void>((resolve) => server.listen(sockPath, resolve));
+    const c = net.connect(sockPath);
+    const s = await accepted;
+    const fake = { isUnix: true, socket: s, remotePid: 0 } as unknown as Client;
+    const cred = await peerCredentials(fake);
+    assert.ok(cred, 'credentials found');
+    assert.equal(cred.pid, process.pid);
+    assert.equal(cred.uid, process.getuid!());
+    assert.equal(cred.userName, os.userInfo().username);
+    assert.equal(fake.remotePid, process.pid);
+    assert.equal(peerUid(fake), process.getuid!());
+    // the synchronous lookup on a fresh connection
+    const c2 = net.connect(sockPath);
+    const s2 = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    assert.equal(peerUid({ isUnix: true, socket: s2, remotePid: 0 } as unknown as Client), process.getuid!());
+    // TCP connections have no peer credentials
+    assert.equal(await peerCredentials({ isUnix: false, socket: s, remotePid: 0 } as unknown as Client), null);
+    c.destroy();
+    c2.destroy();
+    s.destroy();
+    s2.destroy();
+  } finally {
+    server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
