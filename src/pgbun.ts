@@ -14,6 +14,7 @@ import { checkPidfile, PidfileError, removePidfile, writePidfile } from './proce
 import { switchUser, UserSwitchError } from './process/user.js';
 import { daemonize, isDaemonChild, notifyParent } from './process/daemon.js';
 import { installSignalHandlers } from './process/signals.js';
+import { startAdmin } from './admin/start.js';
 import { loadAuthFile } from './auth/authfile.js';
 import { VERSION_STRING } from './version.js';
 import { setupTls } from './tls/context.js';
@@ -104,6 +105,7 @@ export async function start(opts: StartOptions): Promise<void> {
   }
   installSignalHandlers();
   startJanitor();
+  startAdmin(config);
   log.log(`process up: ${VERSION_STRING}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
   notifyParent(true);
 }

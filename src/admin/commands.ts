@@ -1,24 +1,378 @@
-// Console command grammar (spec §5.2) and dispatch.
+// Console commands (spec §5.2, §5.4): dispatch after the grammar (grammar.ts), permissions
+// (admin_users: everything; stats_users: SHOW except FDS), the control commands with their tags,
+// errors and `... command issued` log lines, SET, and the replies of commands that wait (PAUSE,
+// SUSPEND, WAIT_CLOSE answer only when done; meanwhile the admin's further queries are held).
+import { cf } from '../config/current.js';
+import { SettingError, setSetting } from '../config/settings.js';
+import { log } from '../log/logger.js';
 import * as msg from '../protocol/messages.js';
 import type { Client } from '../pool/client.js';
-import { VERSION_STRING } from '../version.js';
+import { findDatabase } from '../pool/databases.js';
+import { registry, type PgDatabase } from '../pool/objects.js';
+import { disconnectClient, poolerState } from '../pool/pooler.js';
+import {
+  anyDbPaused, cancelWaiter, closeNeededCount, control, findClientById, killAll, killDb, pauseAll, pauseDb,
+  pauseDone, reconnect, resumeAll, resumeDb, shutdownNow, shutdownWaitForClients, shutdownWaitForServers,
+  suspendAll, suspendDone, waitUntil, type Waiter,
+} from '../pool/control.js';
+import { reloadConfig } from '../reload.js';
+import { setupTls } from '../tls/context.js';
+import { parseAdminQuery } from './grammar.js';
+import { FAKE_PARAMS, HELP_DETAIL, SHOW_MAP, type ResultSet } from './show.js';
 
-function sendError(client: Client, text: string, sqlstate = '08P01'): void {
-  client.send(Buffer.concat([msg.errorResponse('ERROR', sqlstate, text), msg.readyForQuery('I')]));
+interface Ctx {
+  client: Client;
+  /** the query text as received (for `invalid command '...'`) */
+  sql: string;
 }
 
-function sendRows(client: Client, cols: msg.Column[], rows: Array<Array<string | null>>, tag = 'SHOW'): void {
-  const parts = [msg.rowDescription(cols)];
-  for (const r of rows) parts.push(msg.dataRow(r));
-  parts.push(msg.commandComplete(tag), msg.readyForQuery('I'));
-  client.send(Buffer.concat(parts));
+// ---------------------------------------------------------------------------------------------
+// replies
+
+function send(client: Client, parts: Buffer[]): void {
+  client.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
 }
 
-export function runAdminCommand(client: Client, sql: string): void {
-  const m = /^\s*(?:show|select)\s+version\s*;?\s*$/i.exec(sql);
-  if (m) {
-    sendRows(client, [{ name: 'version', typeOid: 25, typeLen: -1 }], [[VERSION_STRING]]);
+/** ERROR + ReadyForQuery; logged like PgBouncer's admin_error(): ERROR line, then `pooler error`. */
+function sendError(ctx: Ctx, text: string, sqlstate = '08P01'): void {
+  log.error(text);
+  if (cf.log_pooler_errors) log.conn('warning', ctx.client, `pooler error: ${text}`);
+  send(ctx.client, [msg.errorResponse('ERROR', sqlstate, text), msg.readyForQuery('I')]);
+}
+
+function syntaxError(ctx: Ctx): void {
+  sendError(ctx, `invalid command '${ctx.sql}', use SHOW HELP;`);
+}
+
+function sendTag(client: Client, tag: string, notices: Buffer[] = []): void {
+  send(client, [...notices, msg.commandComplete(tag), msg.readyForQuery('I')]);
+}
+
+function cell(v: string | number | null): string | null {
+  return v === null ? null : typeof v === 'number' ? String(v) : v;
+}
+
+function sendResult(client: Client, rs: ResultSet): void {
+  const parts = [msg.rowDescription(rs.cols)];
+  for (const r of rs.rows) parts.push(msg.dataRow(r.map(cell)));
+  parts.push(msg.commandComplete('SHOW'), msg.readyForQuery('I'));
+  send(client, parts);
+}
+
+function requireAdmin(ctx: Ctx): boolean {
+  if (ctx.client.adminLevel === 'admin') return true;
+  sendError(ctx, 'admin access needed');
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// commands that answer later
+
+/** admin clients waiting for their reply, with what they wait for */
+const waiting = new Map<Client, { waiter: Waiter; tag: string }>();
+
+/** While an admin waits for its reply, its next messages are held (console.ts asks). */
+export function adminIsWaiting(client: Client): boolean {
+  return waiting.has(client);
+}
+
+function finishWaiting(client: Client, tag: string): void {
+  waiting.delete(client);
+  if (client.closed) return;
+  sendTag(client, tag);
+  client.stream.resume();
+}
+
+/** Reply `tag` now if `done()`, else when it becomes true. */
+function replyWhen(ctx: Ctx, tag: string, done: () => boolean): void {
+  if (done()) {
+    sendTag(ctx.client, tag);
     return;
   }
-  sendError(client, `invalid command '${sql}', use SHOW HELP;`);
+  const client = ctx.client;
+  const waiter: Waiter = {
+    done,
+    alive: () => {
+      if (!client.closed) return true;
+      waiting.delete(client);
+      return false;
+    },
+    finish: () => finishWaiting(client, tag),
+  };
+  waiting.set(client, { waiter, tag });
+  waitUntil(waiter);
+}
+
+/**
+ * A CancelRequest with the key of an admin client (spec §5.1): an admin waiting for PAUSE or
+ * SUSPEND gives up, and the pooler resumes as with RESUME.
+ */
+export function adminCancelRequest(target: Client): void {
+  const w = waiting.get(target);
+  if (w === undefined) {
+    log.conn('warning', target, 'admin cancel request for non-waiting client?');
+    return;
+  }
+  cancelWaiter(w.waiter);
+  if (poolerState.paused || poolerState.suspended) resumeAll();
+  finishWaiting(target, 'RESUME');
+}
+
+// ---------------------------------------------------------------------------------------------
+// database arguments
+
+/** A database argument; may create an auto-database from `*`, as PgBouncer's find_or_register. */
+function lookupDb(name: string): PgDatabase | null {
+  const db = registry.databases.get(name);
+  if (db !== undefined) return db;
+  return findDatabase(name);
+}
+
+/** The database for PAUSE/KILL/...: null after an error was sent. */
+function dbArg(ctx: Ctx, arg: string, verb: string): PgDatabase | null {
+  const db = lookupDb(arg);
+  if (db === null) {
+    sendError(ctx, `no such database: ${arg}`);
+    return null;
+  }
+  if (db.admin) {
+    sendError(ctx, `cannot ${verb} admin db: ${arg}`);
+    return null;
+  }
+  return db;
+}
+
+// ---------------------------------------------------------------------------------------------
+// control commands (spec §5.4)
+
+function cmdPause(ctx: Ctx, arg: string): void {
+  if (!requireAdmin(ctx)) return;
+  if (poolerState.paused || poolerState.suspended) return sendError(ctx, 'already suspended/paused');
+  if (arg === '') {
+    log.log('PAUSE command issued');
+    pauseAll();
+    // a RESUME from elsewhere also ends the wait
+    replyWhen(ctx, 'PAUSE', () => !poolerState.paused || pauseDone(null));
+    return;
+  }
+  log.log(`PAUSE '${arg}' command issued`);
+  const db = dbArg(ctx, arg, 'pause');
+  if (db === null) return;
+  pauseDb(db);
+  replyWhen(ctx, 'PAUSE', () => !db.paused || pauseDone(db));
+}
+
+function cmdResume(ctx: Ctx, arg: string): void {
+  if (!requireAdmin(ctx)) return;
+  if (control.shutdown !== 'none') return sendError(ctx, 'pooler is shutting down');
+  if (arg === '') {
+    log.log('RESUME command issued');
+    if (!poolerState.paused && !poolerState.suspended) return sendError(ctx, 'pooler is not paused/suspended');
+    resumeAll();
+  } else {
+    log.log(`RESUME '${arg}' command issued`);
+    const db = registry.databases.get(arg);
+    if (db === undefined) return sendError(ctx, `no such database: ${arg}`);
+    if (!db.paused) return sendError(ctx, `database ${arg} is not paused`);
+    resumeDb(db);
+  }
+  sendTag(ctx.client, 'RESUME');
+}
+
+function cmdSuspend(ctx: Ctx, arg: string): void {
+  if (arg !== '') return syntaxError(ctx);
+  if (!requireAdmin(ctx)) return;
+  if (poolerState.paused || poolerState.suspended) return sendError(ctx, 'already suspended/paused');
+  if (anyDbPaused()) return sendError(ctx, 'cannot suspend with paused databases');
+  log.log('SUSPEND command issued');
+  suspendAll();
+  replyWhen(ctx, 'SUSPEND', () => !poolerState.suspended || suspendDone());
+}
+
+function cmdDisableEnable(ctx: Ctx, arg: string, disable: boolean): void {
+  if (!requireAdmin(ctx)) return;
+  if (arg === '') return sendError(ctx, 'a database is required');
+  const verb = disable ? 'DISABLE' : 'ENABLE';
+  log.log(`${verb} '${arg}' command issued`);
+  const db = dbArg(ctx, arg, disable ? 'disable' : 'enable');
+  if (db === null) return;
+  db.disabled = disable;
+  sendTag(ctx.client, verb);
+}
+
+function cmdReconnect(ctx: Ctx, arg: string): void {
+  if (!requireAdmin(ctx)) return;
+  if (arg === '') {
+    log.log('RECONNECT command issued');
+    reconnect(null);
+  } else {
+    log.log(`RECONNECT '${arg}' command issued`);
+    const db = dbArg(ctx, arg, 'reconnect');
+    if (db === null) return;
+    reconnect(db);
+  }
+  sendTag(ctx.client, 'RECONNECT');
+}
+
+function cmdKill(ctx: Ctx, arg: string): void {
+  if (!requireAdmin(ctx)) return;
+  if (poolerState.paused || poolerState.suspended) return sendError(ctx, 'already suspended/paused');
+  if (arg === '') {
+    log.log('KILL command issued');
+    killAll();
+  } else {
+    log.log(`KILL '${arg}' command issued`);
+    const db = dbArg(ctx, arg, 'kill');
+    if (db === null) return;
+    killDb(db);
+  }
+  sendTag(ctx.client, 'KILL');
+}
+
+function cmdKillClient(ctx: Ctx, arg: string): void {
+  if (!requireAdmin(ctx)) return;
+  if (!/^[0-9]+$/.test(arg)) return sendError(ctx, 'invalid client pointer supplied');
+  log.log(`KILL_CLIENT '${arg}' command issued`);
+  const target = findClientById(Number(arg));
+  if (target === null) return sendError(ctx, 'client not found');
+  disconnectClient(target, true, 'admin forced disconnect');
+  sendTag(ctx.client, 'KILL_CLIENT');
+}
+
+function cmdWaitClose(ctx: Ctx, arg: string): void {
+  if (!requireAdmin(ctx)) return;
+  if (arg === '') {
+    log.log('WAIT_CLOSE command issued');
+    replyWhen(ctx, 'WAIT_CLOSE', () => closeNeededCount(null) === 0);
+    return;
+  }
+  log.log(`WAIT_CLOSE '${arg}' command issued`);
+  const db = lookupDb(arg);
+  if (db === null) return sendError(ctx, `no such database: ${arg}`);
+  if (db.admin) return sendError(ctx, `cannot wait in admin db: ${arg}`);
+  replyWhen(ctx, 'WAIT_CLOSE', () => closeNeededCount(db) === 0);
+}
+
+function cmdShutdown(ctx: Ctx, arg: string): void {
+  if (!requireAdmin(ctx)) return;
+  const mode = arg.toLowerCase();
+  if (mode === '') {
+    // no reply: the connection closes with the process
+    log.log('SHUTDOWN command issued');
+    shutdownNow(0);
+  } else if (mode === 'wait_for_servers') {
+    log.log('SHUTDOWN WAIT_FOR_SERVERS command issued');
+    sendTag(ctx.client, 'SHUTDOWN');
+    shutdownWaitForServers();
+  } else if (mode === 'wait_for_clients') {
+    log.log('SHUTDOWN WAIT_FOR_CLIENTS command issued');
+    sendTag(ctx.client, 'SHUTDOWN');
+    shutdownWaitForClients();
+  } else {
+    syntaxError(ctx);
+  }
+}
+
+function cmdReload(ctx: Ctx, arg: string): void {
+  if (arg !== '') return syntaxError(ctx);
+  if (!requireAdmin(ctx)) return;
+  log.log('RELOAD command issued');
+  if (!reloadConfig()) return sendError(ctx, 'RELOAD failed, see logs for additional details', 'F0000');
+  sendTag(ctx.client, 'RELOAD');
+}
+
+function cmdShow(ctx: Ctx, arg: string): void {
+  const fake = FAKE_PARAMS.find(([name]) => name === arg.toLowerCase());
+  if (fake !== undefined) {
+    sendResult(ctx.client, { cols: [{ name: fake[0], typeOid: 25, typeLen: -1 }], rows: [[fake[1]]] });
+    return;
+  }
+  const what = arg.toLowerCase();
+  if (what === 'help') {
+    sendTag(ctx.client, 'SHOW', [msg.notice('Console usage', '00000', HELP_DETAIL)]);
+    return;
+  }
+  const build = Object.prototype.hasOwnProperty.call(SHOW_MAP, what) ? SHOW_MAP[what] : undefined;
+  if (build === undefined) return syntaxError(ctx);
+  if (what === 'fds' && !requireAdmin(ctx)) return;
+  sendResult(ctx.client, build());
+}
+
+const COMMANDS: Record<string, (ctx: Ctx, arg: string) => void> = {
+  disable: (ctx, arg) => cmdDisableEnable(ctx, arg, true),
+  enable: (ctx, arg) => cmdDisableEnable(ctx, arg, false),
+  kill: cmdKill,
+  kill_client: cmdKillClient,
+  pause: cmdPause,
+  reconnect: cmdReconnect,
+  reload: cmdReload,
+  resume: cmdResume,
+  select: cmdShow,
+  show: cmdShow,
+  shutdown: cmdShutdown,
+  suspend: cmdSuspend,
+  wait_close: cmdWaitClose,
+};
+
+// ---------------------------------------------------------------------------------------------
+// SET
+
+/** What a changed setting must do at once (most are read where they are used). */
+function applySet(key: string): Buffer[] {
+  if (key === 'verbose') log.setVerbose(cf.verbose);
+  if (key === 'log_format') log.setJson(cf.log_format === 'json');
+  if (key.includes('_tls_') && setupTls(false) !== null) {
+    return [msg.notice('TLS settings could not be applied, still using old configuration')];
+  }
+  return [];
+}
+
+function cmdSet(ctx: Ctx, key: string, value: string): void {
+  // the settings drivers poke at are accepted from anyone and ignored
+  if (FAKE_PARAMS.some(([name]) => name === key.toLowerCase())) {
+    sendTag(ctx.client, 'SET', [msg.notice('SET ignored')]);
+    return;
+  }
+  if (!requireAdmin(ctx)) return;
+  try {
+    // a key that cannot change after startup is accepted and ignored, as PgBouncer does
+    setSetting(cf, key, value, { startup: false });
+  } catch (e) {
+    if (!(e instanceof SettingError)) throw e;
+    log.error(e.message);
+    sendError(ctx, 'SET failed');
+    return;
+  }
+  sendTag(ctx.client, `SET ${key}=${value}`, applySet(key));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export function runAdminCommand(client: Client, sql: string): void {
+  log.debug(`got admin query: ${sql}`);
+  // the console's own pool counts every query as a transaction, as PgBouncer's does
+  if (client.pool !== null) {
+    client.pool.stats.queryCount++;
+    client.pool.stats.xactCount++;
+  }
+  const ctx: Ctx = { client, sql };
+  const q = parseAdminQuery(sql);
+  switch (q.kind) {
+    case 'command': {
+      const cmd = q.cmd.toLowerCase();
+      const f = Object.prototype.hasOwnProperty.call(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+      if (f === undefined) syntaxError(ctx);
+      else f(ctx, q.arg);
+      return;
+    }
+    case 'set':
+      cmdSet(ctx, q.key, q.value);
+      return;
+    case 'bad-arguments':
+      sendError(ctx, 'bad arguments');
+      return;
+    case 'syntax-error':
+      syntaxError(ctx);
+      return;
+  }
 }

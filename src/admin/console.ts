@@ -5,14 +5,15 @@ import { splitList } from '../config/settings.js';
 import { F_QUERY } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { cstrEnd } from '../protocol/reader.js';
-import { HANDLED, NEED_FULL, STOP, type Action } from '../protocol/stream.js';
+import { HANDLED, NEED_FULL, STOP, WAIT, type Action } from '../protocol/stream.js';
 import { ADMIN_SERVER_VERSION } from '../version.js';
 import type { Client } from '../pool/client.js';
 import { registry, type PgUser } from '../pool/objects.js';
 import { ClientState } from '../pool/state.js';
 import { trackedIndex, trackedNames } from '../pool/varcache.js';
 import { log } from '../log/logger.js';
-import { runAdminCommand } from './commands.js';
+import { adminCancelRequest, adminIsWaiting, runAdminCommand } from './commands.js';
+import { nowUs } from '../pool/clock.js';
 import { peerUid } from '../auth/peer.js';
 
 function inList(list: string, name: string): boolean {
@@ -53,6 +54,11 @@ export function checkAdminAccess(client: Client, userName: string, user: PgUser 
 export function welcomeAdmin(client: Client): void {
   const db = registry.databases.get('pgbouncer')!;
   if (client.adminLevel === 'none') client.adminLevel = adminLevelFor(client.userName);
+  if (client.adminLevel === 'none') {
+    // authenticated, but neither in admin_users nor in stats_users
+    client.fail('not allowed');
+    return;
+  }
   client.pool = registry.getPool(db, db.forcedUser!);
   const parts: Buffer[] = [
     msg.AUTH_OK_MSG,
@@ -92,17 +98,19 @@ export function adminOnMessage(client: Client, type: number, len: number, buf: B
     return STOP;
   }
   if (!complete) return NEED_FULL;
+  // a PAUSE/SUSPEND/WAIT_CLOSE is still running: hold this query until it is answered
+  if (adminIsWaiting(client)) return WAIT;
   const end = start + len + 1;
   const qe = cstrEnd(buf, start + 5, end);
   const sql = buf.toString('utf8', start + 5, qe < 0 ? end : qe);
-  client.requestTimeUs = Date.now() * 1000;
+  client.requestTimeUs = nowUs();
   runAdminCommand(client, sql);
   return client.closed ? STOP : HANDLED;
 }
 
 /** A CancelRequest with a console client's key: resume a PAUSE/SUSPEND it waits for. */
-export function adminCancel(_target: Client): void {
-  // PAUSE/SUSPEND waiting is implemented with the control commands
+export function adminCancel(target: Client): void {
+  adminCancelRequest(target);
 }
 
 export { trackedIndex };

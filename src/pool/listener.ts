@@ -165,3 +165,15 @@ export function closeAllListeners(): void {
 export function listenerCount(): { tcp: number; unix: boolean } {
   return { tcp: tcpServers.length, unix: unixServer !== null };
 }
+
+/** Listening sockets for SHOW FDS (task `pooler`): fd, address (`unix` for the socket), port. */
+export function listenerSockets(): Array<{ fd: number; addr: string; port: number }> {
+  const fdOf = (s: net.Server): number => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+  const out: Array<{ fd: number; addr: string; port: number }> = [];
+  for (const s of tcpServers) {
+    const a = s.address();
+    if (a !== null && typeof a === 'object') out.push({ fd: fdOf(s), addr: a.address, port: a.port });
+  }
+  if (unixServer !== null) out.push({ fd: fdOf(unixServer), addr: 'unix', port: cf.listen_port });
+  return out;
+}

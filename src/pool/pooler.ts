@@ -440,6 +440,9 @@ function evictIdle(pred: (p: PgPool) => boolean, except: PgPool): boolean {
 export function launchNewConnection(pool: PgPool): void {
   const db = pool.db;
   if (db.admin || poolerState.shuttingDown && !hasWaitingForServer(pool)) return;
+  // PAUSE/SUSPEND (admin console, SIGUSR1): no new servers until RESUME, else a server released
+  // and closed in pause mode would be replaced at once, over and over (control.ts)
+  if (poolerState.paused || poolerState.suspended || db.paused) return;
   // one login at a time per pool
   if (pool.loginServers.count > 0) return;
   const now = nowUs();

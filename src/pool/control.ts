@@ -1,0 +1,398 @@
+// Live operations on the pooler (spec §5.4, §6.2): PAUSE, RESUME, SUSPEND, KILL, KILL_CLIENT,
+// RECONNECT, WAIT_CLOSE, DISABLE/ENABLE and the SHUTDOWN modes, as mechanics on the registry.
+// The admin console (admin/commands.ts) and the signal handlers (process/signals.ts) call these;
+// the pooler's own transitions (pooler.ts) already keep servers from being handed out while
+// paused and close them when released in pause mode.
+//
+// What PgBouncer does on every loop iteration (janitor.c per_loop_maint) is maintain() here: in
+// pause mode close idle servers, in suspend mode stop reading and wait for output to drain, see
+// whether a waiting PAUSE/SUSPEND/WAIT_CLOSE can be answered and whether a shutdown can finish.
+// It runs on every janitor tick, and on a fast timer while something is waiting for it.
+import { cf } from '../config/current.js';
+import { log } from '../log/logger.js';
+import { exitNow } from '../pgbun.js';
+import type { Client } from './client.js';
+import { nowUs } from './clock.js';
+import { onJanitorTick } from './janitor.js';
+import { closeTcpListeners, setAccepting } from './listener.js';
+import { registry, type PgDatabase, type PgPool } from './objects.js';
+import {
+  assignWaitingClients, disconnectClient, disconnectServer, launchNewConnection, poolerState,
+} from './pooler.js';
+import type { Server } from './server.js';
+import { ClientState } from './state.js';
+
+export type ShutdownMode = 'none' | 'wait_for_servers' | 'wait_for_clients';
+
+export const control = {
+  shutdown: 'none' as ShutdownMode,
+  /** when SUSPEND started (suspend_timeout) */
+  suspendStartUs: 0,
+};
+
+/** Something waiting for maintain(): an admin's PAUSE/SUSPEND/WAIT_CLOSE reply. */
+export interface Waiter {
+  done(): boolean;
+  /** false once nobody needs the answer (the admin disconnected) */
+  alive(): boolean;
+  finish(): void;
+}
+
+const waiters: Waiter[] = [];
+/** sockets SUSPEND stopped reading (RESUME restarts exactly these) */
+const suspendedConns = new Set<Client | Server>();
+
+const FAST_MS = 20;
+let fastTimer: NodeJS.Timeout | null = null;
+let started = false;
+
+/** Hook into the janitor (once, at startup). */
+export function startControl(): void {
+  if (started) return;
+  started = true;
+  onJanitorTick(() => {
+    maintain();
+    trimPools();
+  });
+}
+
+function ensureFast(): void {
+  if (fastTimer !== null) return;
+  fastTimer = setInterval(maintain, FAST_MS);
+  fastTimer.unref();
+}
+
+function stopFastIfIdle(): void {
+  if (fastTimer !== null && waiters.length === 0 && control.shutdown === 'none' && !poolerState.suspended) {
+    clearInterval(fastTimer);
+    fastTimer = null;
+  }
+}
+
+/** Answer `w` once its condition holds (checked on every maintain(); the fast timer runs meanwhile). */
+export function waitUntil(w: Waiter): void {
+  waiters.push(w);
+  ensureFast();
+}
+
+/** Drop a waiter without answering it (e.g. answered another way). */
+export function cancelWaiter(w: Waiter): void {
+  const k = waiters.indexOf(w);
+  if (k >= 0) waiters.splice(k, 1);
+}
+
+function poolsOf(db: PgDatabase | null): PgPool[] {
+  return registry.pools.filter((p) => !p.db.admin && (db === null || p.db === db));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PAUSE / RESUME
+
+/** PAUSE (global): stop handing out servers; they are closed as they come back. */
+export function pauseAll(): void {
+  poolerState.paused = true;
+  maintain();
+}
+
+export function pauseDb(db: PgDatabase): void {
+  db.paused = true;
+  maintain();
+}
+
+/** PAUSE is complete when no server connection is left (idle ones are closed by maintain()). */
+export function pauseDone(db: PgDatabase | null): boolean {
+  for (const p of poolsOf(db)) if (p.serverCount > 0) return false;
+  return true;
+}
+
+/** Close what pause mode does not keep: idle, used and connecting servers (`pause mode`). */
+function closeForPause(pool: PgPool): void {
+  for (const list of [pool.idleServers, pool.usedServers, pool.loginServers]) {
+    for (const s of list.toArray()) disconnectServer(s, true, 'pause mode');
+  }
+}
+
+/** Clients queued while paused get their servers now. */
+function wakePool(pool: PgPool): void {
+  if (pool.db.admin) return;
+  assignWaitingClients(pool);
+  if (pool.waitingClients.count > 0) launchNewConnection(pool);
+}
+
+/** RESUME (global) / SIGUSR2: undo PAUSE or SUSPEND. */
+export function resumeAll(): void {
+  const wasSuspended = poolerState.suspended;
+  poolerState.paused = false;
+  poolerState.suspended = false;
+  if (wasSuspended) {
+    control.suspendStartUs = 0;
+    setAccepting(true);
+    const conns = [...suspendedConns];
+    suspendedConns.clear();
+    for (const x of conns) if (!x.closed) x.stream.resume();
+  }
+  for (const p of registry.pools.slice()) wakePool(p);
+  stopFastIfIdle();
+}
+
+export function resumeDb(db: PgDatabase): void {
+  db.paused = false;
+  for (const p of poolsOf(db)) wakePool(p);
+}
+
+export function anyDbPaused(): boolean {
+  for (const db of registry.databases.values()) if (db.paused) return true;
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SUSPEND
+
+/** SUSPEND: stop accepting and reading, let every buffer drain. */
+export function suspendAll(): void {
+  poolerState.suspended = true;
+  control.suspendStartUs = nowUs();
+  setAccepting(false);
+  ensureFast();
+  maintain();
+}
+
+/** Stop reading from one connection; true once nothing of it is left to write. */
+function suspendConn(x: Client | Server): boolean {
+  if (!suspendedConns.has(x) && !x.stream.isWaiting) {
+    x.stream.pause();
+    suspendedConns.add(x);
+  }
+  return x.socket.writableLength === 0;
+}
+
+/** Connections SUSPEND still waits for; with `force` (suspend_timeout) they are closed instead. */
+function suspendTick(force: boolean): number {
+  let pending = 0;
+  for (const pool of registry.pools.slice()) {
+    if (pool.db.admin) continue;
+    for (const c of pool.activeClients.toArray()) {
+      if (suspendConn(c)) continue;
+      if (force) disconnectClient(c, true, 'suspend_timeout');
+      else pending++;
+    }
+    for (const s of [...pool.activeServers.toArray(), ...pool.idleServers.toArray()]) {
+      if (suspendConn(s)) continue;
+      if (force) disconnectServer(s, true, 'suspend_timeout');
+      else pending++;
+    }
+    for (const list of [pool.testedServers, pool.usedServers]) {
+      for (const s of list.toArray()) disconnectServer(s, true, 'close unsafe file descriptors on suspend');
+    }
+  }
+  // clients in the middle of logging in must finish first
+  if (force) {
+    for (const c of registry.loginClients.toArray()) disconnectClient(c, true, 'suspend_timeout');
+  } else {
+    pending += registry.loginClients.count;
+  }
+  return pending;
+}
+
+let suspendPending = 0;
+
+export function suspendDone(): boolean {
+  return poolerState.suspended && suspendPending === 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// KILL, KILL_CLIENT, RECONNECT, WAIT_CLOSE
+
+/**
+ * Close every connection of a pool with `reason` and forget the pool (PgBouncer's kill_pool).
+ * Waiting clients go first so that no closing server launches a replacement for them; servers
+ * next, telling their linked clients the same reason; then the rest.
+ */
+export function killPool(pool: PgPool, reason: string): void {
+  for (const list of [pool.waitingClients, pool.waitingCancelReqs]) {
+    for (const c of list.toArray()) disconnectClient(c, true, reason);
+  }
+  for (const list of [pool.activeServers, pool.activeCancelServers, pool.beingCanceledServers, pool.idleServers,
+    pool.usedServers, pool.testedServers, pool.loginServers]) {
+    for (const s of list.toArray()) disconnectServer(s, true, reason);
+  }
+  for (const list of [pool.activeClients, pool.activeCancelReqs, pool.waitingClients]) {
+    for (const c of list.toArray()) disconnectClient(c, true, reason);
+  }
+  registry.removePool(pool);
+}
+
+/** KILL db: close everything of the database and leave it paused (RESUME needed). */
+export function killDb(db: PgDatabase): void {
+  db.paused = true;
+  for (const p of poolsOf(db)) killPool(p, 'database removed');
+}
+
+/** KILL without a database (1.25): every database, and the pooler stays paused. */
+export function killAll(): void {
+  poolerState.paused = true;
+  for (const p of poolsOf(null)) killPool(p, 'database removed');
+}
+
+/** A database dropped from the config on reload (PgBouncer's kill_database). */
+export function dropDatabase(db: PgDatabase): void {
+  log.warning(`dropping database '${db.name}' as it does not exist anymore or inactive auto-database`);
+  // nothing may open a server for it while its pools are closed, and a client still logging in
+  // with a reference to it is refused instead of creating a pool for a database that is gone
+  db.paused = true;
+  db.disabled = true;
+  for (const p of registry.pools.filter((x) => x.db === db)) killPool(p, 'database removed');
+  if (registry.databases.get(db.name) === db) registry.databases.delete(db.name);
+}
+
+/** Every client connection, for KILL_CLIENT: logging in, in a pool, or a cancel request. */
+export function findClientById(id: number): Client | null {
+  for (const c of registry.loginClients) if (c.id === id) return c;
+  for (const p of registry.pools) {
+    for (const list of [p.activeClients, p.waitingClients, p.activeCancelReqs, p.waitingCancelReqs]) {
+      for (const c of list) if (c.id === id) return c;
+    }
+  }
+  return null;
+}
+
+/** RECONNECT: every server of the database(s) is closed when next released. */
+export function reconnect(db: PgDatabase | null): void {
+  for (const p of poolsOf(db)) {
+    for (const list of [p.activeServers, p.idleServers, p.usedServers, p.testedServers, p.loginServers,
+      p.beingCanceledServers]) {
+      for (const s of list) s.closeNeeded = true;
+    }
+  }
+  maintain();
+}
+
+/** Servers still to be closed because of RECONNECT or a changed database definition. */
+export function closeNeededCount(db: PgDatabase | null): number {
+  let k = 0;
+  for (const p of poolsOf(db)) {
+    for (const list of [p.activeServers, p.idleServers, p.usedServers, p.testedServers, p.loginServers,
+      p.beingCanceledServers]) {
+      for (const s of list) if (s.closeNeeded || s.generation !== p.db.generation) k++;
+    }
+  }
+  return k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SHUTDOWN
+
+/** SHUTDOWN (immediate) / SIGQUIT / a second SIGINT or SIGTERM. */
+export function shutdownNow(code = 0): never {
+  exitNow(code);
+}
+
+/**
+ * SHUTDOWN WAIT_FOR_SERVERS / SIGINT: pause, stop taking TCP clients (the Unix socket stays for
+ * admins), drop clients waiting for a server, exit once no server connection is left.
+ */
+export function shutdownWaitForServers(): void {
+  control.shutdown = 'wait_for_servers';
+  poolerState.shuttingDown = true;
+  poolerState.paused = true;
+  closeTcpListeners();
+  ensureFast();
+  maintain();
+}
+
+/** SHUTDOWN WAIT_FOR_CLIENTS / SIGTERM: stop taking TCP clients, exit when the last client leaves. */
+export function shutdownWaitForClients(): void {
+  control.shutdown = 'wait_for_clients';
+  poolerState.shuttingDown = true;
+  closeTcpListeners();
+  ensureFast();
+  maintain();
+}
+
+// ---------------------------------------------------------------------------------------------
+// the per-loop work
+
+let maintaining = false;
+
+export function maintain(): void {
+  if (maintaining) return; // closing connections can call back into here
+  maintaining = true;
+  try {
+    maintainOnce();
+  } finally {
+    maintaining = false;
+  }
+  stopFastIfIdle();
+}
+
+function maintainOnce(): void {
+  if (poolerState.suspended) {
+    const force = cf.suspend_timeout > 0 && control.suspendStartUs !== 0 &&
+      nowUs() - control.suspendStartUs >= cf.suspend_timeout * 1e6;
+    suspendPending = suspendTick(force);
+  } else {
+    for (const pool of registry.pools.slice()) {
+      if (!pool.db.admin && (poolerState.paused || pool.db.paused)) closeForPause(pool);
+    }
+  }
+
+  if (control.shutdown === 'wait_for_servers') {
+    for (const pool of registry.pools.slice()) {
+      if (pool.db.admin) continue;
+      for (const c of pool.waitingClients.toArray()) {
+        if (c.state === ClientState.WAITING || c.state === ClientState.WAITING_LOGIN) {
+          disconnectClient(c, true, 'server shutting down');
+        }
+      }
+    }
+    if (registry.serverCount === 0) {
+      log.log('server connections dropped, exiting');
+      exitNow(0);
+    }
+  } else if (control.shutdown === 'wait_for_clients' && registry.clientCount === 0) {
+    log.log('client connections dropped, exiting');
+    exitNow(0);
+  }
+
+  for (let k = 0; k < waiters.length;) {
+    const w = waiters[k]!;
+    if (!w.alive()) {
+      waiters.splice(k, 1);
+    } else if (w.done()) {
+      waiters.splice(k, 1);
+      w.finish();
+    } else {
+      k++;
+    }
+  }
+
+  // the admin who suspended is gone: nobody could ever RESUME (PgBouncer resumes too)
+  if (poolerState.suspended && suspendPending === 0) {
+    const admin = registry.databases.get('pgbouncer');
+    const adminPool = admin?.forcedUser ? admin.pools.get(admin.forcedUser) : undefined;
+    if (adminPool === undefined || adminPool.activeClients.count === 0) {
+      log.log('admin disappeared when suspended, doing RESUME');
+      resumeAll();
+    }
+  }
+}
+
+/**
+ * Pool sizes can shrink on RELOAD/SET: idle servers above pool_size + reserve_pool_size are
+ * closed (`too many servers in the pool`), used ones first. pool_size 0 = unlimited.
+ */
+export function trimPools(): void {
+  for (const pool of registry.pools.slice()) {
+    if (pool.db.admin) continue;
+    const size = pool.poolSize;
+    if (size <= 0) continue;
+    let many = pool.activeServers.count + pool.idleServers.count + pool.usedServers.count +
+      pool.testedServers.count - (size + pool.reservePoolSize);
+    while (many > 0) {
+      const s = pool.usedServers.first() ?? pool.idleServers.first();
+      if (s === null) break;
+      disconnectServer(s, true, 'too many servers in the pool');
+      many--;
+    }
+  }
+}
