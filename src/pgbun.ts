@@ -16,6 +16,7 @@ import { daemonize, isDaemonChild, notifyParent } from './process/daemon.js';
 import { installSignalHandlers } from './process/signals.js';
 import { startAdmin } from './admin/start.js';
 import { loadAuthFile } from './auth/authfile.js';
+import { reloadAuthFiles } from './auth/login.js';
 import { VERSION_STRING } from './version.js';
 import { setupTls } from './tls/context.js';
 
@@ -79,7 +80,9 @@ export async function start(opts: StartOptions): Promise<void> {
   if (tlsErr !== null) die(`TLS setup failed: ${tlsErr}`);
 
   try {
-    switchUser(opts.user ?? cf.user);
+    // the log file was opened (maybe created) as root: hand it over, so that reopening it on
+    // RELOAD (log rotation) still works as the unprivileged user
+    switchUser(opts.user ?? cf.user, cf.logfile ? [cf.logfile] : []);
   } catch (e) {
     if (e instanceof UserSwitchError) die(e.message);
     throw e;
@@ -88,6 +91,7 @@ export async function start(opts: StartOptions): Promise<void> {
   initTrackedParams(splitList(cf.track_extra_parameters));
   const users = loadAuthFile(cf.auth_file, true);
   applyConfig(config, users);
+  reloadAuthFiles();
 
   if (await unixSocketInUse()) die('unix socket is in use, cannot continue');
   if (!daemonChild) checkPidfileOrDie();

@@ -24,12 +24,20 @@ function lookupUser(name: string): PasswdEntry | null {
   return null;
 }
 
-/** Switch to `user` if given; then refuse to go on as root. */
-export function switchUser(user: string | null): void {
+/**
+ * Switch to `user` if given; then refuse to go on as root. `handOver`: files root created for
+ * the process (the log file) that the new user must be able to reopen.
+ */
+export function switchUser(user: string | null, handOver: string[] = []): void {
   if (user) {
     const e = lookupUser(user);
     if (e === null) throw new UserSwitchError(`could not find user '${user}' to switch to`);
     if (process.getuid?.() !== e.uid) {
+      for (const f of handOver) {
+        try {
+          if (fs.statSync(f).uid === 0) fs.chownSync(f, e.uid, e.gid);
+        } catch { /* not ours to fix */ }
+      }
       try {
         process.setgid!(e.gid);
         (process as unknown as { initgroups?: (u: string, g: number) => void }).initgroups?.(user, e.gid);
