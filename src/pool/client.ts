@@ -605,7 +605,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       return WAIT;
     }
     const pool = this.pool!;
-    const rewrite = prepared.active(pool);
+    const rewrite = server.rewriting;
     if (rewrite && !complete && (type === F_PARSE || type === F_BIND || type === F_DESCRIBE || type === F_CLOSE)) {
       return NEED_FULL;
     }

@@ -70,7 +70,8 @@ function startForwarding(client: Client, server: Server): void {
   client.stream.setTarget(server.socket);
   server.stream.setTarget(client.socket);
   client.stream.fastForward = CLIENT_FAST;
-  server.stream.fastForward = prepared.active(server.pool) ? SERVER_FAST_PREPARED : SERVER_FAST;
+  server.rewriting = prepared.active(server.pool);
+  server.stream.fastForward = server.rewriting ? SERVER_FAST_PREPARED : SERVER_FAST;
 }
 
 function unlink(client: Client, server: Server): void {
@@ -290,8 +291,9 @@ export function internalQueryDone(server: Server, kind: Internal, err: string | 
 export function onReadyForQuery(server: Server, client: Client, status: number): void {
   const pool = server.pool;
   const done = server.pendingRfq === 0 && !server.unsynced;
+  const now = nowUs();
+  server.lastPacketUs = now;
   if (done) {
-    const now = nowUs();
     if (client.queryStartUs !== 0) {
       pool.stats.queryCount++;
       pool.stats.queryTime += now - client.queryStartUs;
@@ -328,7 +330,6 @@ export function releaseServer(server: Server): void {
   const pool = server.pool;
   const client = server.link;
   if (client !== null) unlink(client, server);
-  server.requestTimeUs = nowUs();
   if (!server.ready) {
     disconnectServer(server, true, 'unclean server');
     return;

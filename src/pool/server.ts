@@ -69,6 +69,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   private internalError: string | null = null;
   /** while an internal query is run by someone else (auth_query): every complete message goes here */
   interceptor: ((type: number, buf: Buffer, start: number, len: number) => Action) | null = null;
+  /** prepared-statement rewriting is on for the current link (prepared.active, fixed per link) */
+  rewriting = false;
   /** prepared statements on this server and its queue of outstanding requests (§7.5) */
   prepared: ServerPrepared | null = null;
   /** cancel requests in flight for this server */
@@ -78,7 +80,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   connectTimeUs: number;
   /** last time the server was assigned or released (server_check_delay, idle timeouts) */
   requestTimeUs: number;
-  /** last packet from the server (idle_transaction_timeout) */
+  /** last ReadyForQuery from the server: idle in transaction since (idle_transaction_timeout) */
   lastPacketUs = 0;
   /** when the current query started (query_timeout), 0 = none */
   queryStartUs = 0;
@@ -255,7 +257,6 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   }
 
   onMessage(type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
-    this.lastPacketUs = nowUs();
     if (this.state === ServerState.LOGIN) {
       if (!complete) return NEED_FULL;
       return this.onLoginMessage(type, buf, start, len);
@@ -288,7 +289,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     if (!complete && (type === B_READY_FOR_QUERY || type === B_PARAMETER_STATUS || type === B_COMMAND_COMPLETE)) {
       return NEED_FULL;
     }
-    if (this.prepared !== null && prepared.active(this.pool)) {
+    if (this.rewriting && this.prepared !== null) {
       const a = prepared.onServerMessage(this, client, type, len, buf, start, complete);
       if (a !== FORWARD) return a;
     }

@@ -66,6 +66,7 @@ export function buildSetQuery(client: VarCache, server: VarCache): string | null
     const cv = client.values[i];
     if (cv === null || cv === undefined) continue;
     const sv = server.values[i];
+    if (sv === cv) continue; // the common case, without allocating lowercase copies
     if (sv !== null && sv !== undefined && sv.toLowerCase() === cv.toLowerCase()) continue;
     const name = trackedNames[i]!;
     const val = name.toLowerCase() === 'search_path' ? cv : quoteLiteral(cv);
