@@ -181,8 +181,19 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (!this.socket.destroyed) this.socket.write(b);
   }
 
+  /** AuthenticationSASLFinal not written yet: it precedes whatever the client gets next. */
+  private authFinal: Buffer | null = null;
+
+  flushAuthFinal(): void {
+    if (this.authFinal !== null) {
+      this.socket.write(this.authFinal);
+      this.authFinal = null;
+    }
+  }
+
   /** Tell the client why and close (FATAL; spec: no ReadyForQuery after it). */
   fail(reason: string, sqlstate = '08P01'): void {
+    this.flushAuthFinal();
     pooler.disconnectClient(this, true, reason, sqlstate);
   }
 
@@ -477,7 +488,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       this.loginUser.scramClientKey = step.passthrough.clientKey;
       this.loginUser.scramServerKey = step.passthrough.serverKey;
     }
-    if (step.final !== null) this.socket.write(step.final);
+    // AuthenticationSASLFinal goes out with the welcome (one write instead of two)
+    this.authFinal = step.final;
     this.afterAuth();
   }
 
@@ -512,6 +524,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   finishLogin(): void {
     const pool = this.pool!;
     if (pool.welcome === null || pool.welcomeVars === null) {
+      this.flushAuthFinal();
       if (this.state !== ClientState.WAITING_LOGIN) {
         this.waitStartUs = nowUs();
         this.setState(ClientState.WAITING_LOGIN, pool.waitingClients);
@@ -541,7 +554,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   enterPooling(welcome: Buffer): void {
     this.loggedIn = true;
     this.requestTimeUs = nowUs();
-    this.socket.write(welcome);
+    const fin = this.authFinal;
+    this.authFinal = null;
+    this.socket.write(fin === null ? welcome : Buffer.concat([fin, welcome]));
     const rest = this.loginBuf;
     this.loginBuf = null;
     if (rest !== null) this.stream.feed(rest);
