@@ -336,12 +336,9 @@ export const prepared = {
         return HANDLED;
       }
       case F_DESCRIBE: {
-        const ne = cstrEnd(buf, start + 6, end);
-        if (!complete || ne < 0) {
-          client.fail('broken Describe packet');
-          return STOP;
-        }
-        if (buf[start + 5] !== PSEUDO_S || ne === start + 6) {
+        const ne = statementName(client, 'Describe', buf, start, end, complete);
+        if (ne < 0) return STOP;
+        if (ne === 0) {
           sp.push(F_DESCRIBE, ACT_FORWARD);
           return FORWARD;
         }
@@ -353,12 +350,9 @@ export const prepared = {
         return HANDLED;
       }
       case F_CLOSE: {
-        const ne = cstrEnd(buf, start + 6, end);
-        if (!complete || ne < 0) {
-          client.fail('broken Close packet');
-          return STOP;
-        }
-        if (buf[start + 5] !== PSEUDO_S || ne === start + 6) {
+        const ne = statementName(client, 'Close', buf, start, end, complete);
+        if (ne < 0) return STOP;
+        if (ne === 0) {
           sp.push(F_CLOSE, ACT_FORWARD);
           return FORWARD;
         }
@@ -496,6 +490,19 @@ export const prepared = {
     return FORWARD;
   },
 };
+
+/**
+ * Describe/Close: the end of a named statement's name (it starts at start + 6), 0 for a portal
+ * or the unnamed statement (forwarded as is), -1 when malformed (the client was failed).
+ */
+function statementName(client: Client, what: string, buf: Buffer, start: number, end: number, complete: boolean): number {
+  const ne = cstrEnd(buf, start + 6, end);
+  if (!complete || ne < 0) {
+    client.fail(`broken ${what} packet`);
+    return -1;
+  }
+  return buf[start + 5] !== PSEUDO_S || ne === start + 6 ? 0 : ne;
+}
 
 function lookup(client: Client, name: string): Entry | null {
   const e = client.prepared?.get(name);

@@ -20,6 +20,7 @@ import {
   parseErrorFields,
   parseMessage,
   sync,
+  toResult,
   type QueryResult,
   type WireClient,
   type WireMessage,
@@ -91,35 +92,6 @@ async function collectOrFail(c: WireClient): Promise<QueryResult> {
     if (m.type === 'Z') break;
   }
   return toResult(seen);
-}
-
-function toResult(messages: WireMessage[]): QueryResult {
-  const res: QueryResult = { columns: [], rows: [], tags: [], error: null, notices: [], messages, status: '' };
-  for (const m of messages) {
-    if (m.type === 'T') {
-      const n = m.body.readInt16BE(0);
-      let i = 2;
-      for (let f = 0; f < n; f++) {
-        const end = m.body.indexOf(0, i);
-        res.columns.push(m.body.toString('utf8', i, end));
-        i = end + 1 + 18;
-      }
-    } else if (m.type === 'D') {
-      const n = m.body.readInt16BE(0);
-      let i = 2;
-      const row: Array<string | null> = [];
-      for (let f = 0; f < n; f++) {
-        const len = m.body.readInt32BE(i);
-        i += 4;
-        row.push(len < 0 ? null : m.body.toString('utf8', i, i + len));
-        if (len > 0) i += len;
-      }
-      res.rows.push(row);
-    } else if (m.type === 'C') res.tags.push(m.body.toString('utf8', 0, m.body.length - 1));
-    else if (m.type === 'E') res.error = parseErrorFields(m.body);
-    else if (m.type === 'Z') res.status = String.fromCharCode(m.body[0]);
-  }
-  return res;
 }
 
 /** The server's prepared statements, as seen by the server this client is given next. */

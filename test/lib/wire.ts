@@ -562,38 +562,7 @@ export class WireClient {
 
   /** Collect a response up to ReadyForQuery (after a Query, or after an extended-protocol Sync). */
   async collect(timeoutMs = 10_000): Promise<QueryResult> {
-    const messages = await this.readUntil('Z', timeoutMs);
-    const res: QueryResult = { columns: [], rows: [], tags: [], error: null, notices: [], messages, status: '' };
-    for (const m of messages) {
-      if (m.type === 'T') {
-        const n = m.body.readInt16BE(0);
-        let i = 2;
-        res.columns = [];
-        for (let f = 0; f < n; f++) {
-          const end = m.body.indexOf(0, i);
-          res.columns.push(m.body.toString('utf8', i, end));
-          i = end + 1 + 18;
-        }
-      } else if (m.type === 'D') {
-        const n = m.body.readInt16BE(0);
-        let i = 2;
-        const row: Array<string | null> = [];
-        for (let f = 0; f < n; f++) {
-          const len = m.body.readInt32BE(i);
-          i += 4;
-          if (len < 0) row.push(null);
-          else {
-            row.push(m.body.toString('utf8', i, i + len));
-            i += len;
-          }
-        }
-        res.rows.push(row);
-      } else if (m.type === 'C') res.tags.push(readCStrings(m.body)[0]);
-      else if (m.type === 'E') res.error = parseErrorFields(m.body);
-      else if (m.type === 'N') res.notices.push(parseErrorFields(m.body));
-      else if (m.type === 'Z') res.status = String.fromCharCode(m.body[0]);
-    }
-    return res;
+    return toResult(await this.readUntil('Z', timeoutMs));
   }
 
   /** Send Terminate and close our side. */
@@ -666,4 +635,39 @@ export async function attemptLogin(target: WireTarget, opts: LoginOptions): Prom
   }
   const seen = client.lastLogin!;
   return { client, authCodes: seen.authCodes, mechanisms: seen.mechanisms, serverFirst: seen.serverFirst, login, error };
+}
+
+/** Columns, rows, tags, error, notices and the final status of a response's messages. */
+export function toResult(messages: WireMessage[]): QueryResult {
+  const res: QueryResult = { columns: [], rows: [], tags: [], error: null, notices: [], messages, status: '' };
+  for (const m of messages) {
+    if (m.type === 'T') {
+      const n = m.body.readInt16BE(0);
+      let i = 2;
+      res.columns = [];
+      for (let f = 0; f < n; f++) {
+        const end = m.body.indexOf(0, i);
+        res.columns.push(m.body.toString('utf8', i, end));
+        i = end + 1 + 18;
+      }
+    } else if (m.type === 'D') {
+      const n = m.body.readInt16BE(0);
+      let i = 2;
+      const row: Array<string | null> = [];
+      for (let f = 0; f < n; f++) {
+        const len = m.body.readInt32BE(i);
+        i += 4;
+        if (len < 0) row.push(null);
+        else {
+          row.push(m.body.toString('utf8', i, i + len));
+          i += len;
+        }
+      }
+      res.rows.push(row);
+    } else if (m.type === 'C') res.tags.push(readCStrings(m.body)[0]);
+    else if (m.type === 'E') res.error = parseErrorFields(m.body);
+    else if (m.type === 'N') res.notices.push(parseErrorFields(m.body));
+    else if (m.type === 'Z') res.status = String.fromCharCode(m.body[0]);
+  }
+  return res;
 }
