@@ -8,6 +8,7 @@ import { BodyReader } from '../protocol/reader.js';
 import { md5Response } from './md5.js';
 import { parseSecret, type Secret } from './secret.js';
 import { ScramClientExchange } from './scram.js';
+import { log } from '../log/logger.js';
 import type { Server } from '../pool/server.js';
 
 const WRONG_TYPE = 'server login failed: wrong password type';
@@ -47,6 +48,7 @@ export class ServerLogin {
     const code = r.int32();
     if (!r.ok) return 'server login failed: bad auth packet';
     const user = this.server.pool.user;
+    if (log.debugEnabled) log.conn('debug', this.server, `S: auth request ${code}`);
     switch (code) {
       case AUTH_OK:
         if (this.scram !== null && !this.scram.done) return 'server login failed: server signature not received';

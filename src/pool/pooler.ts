@@ -41,6 +41,7 @@ export const poolerState = {
 function link(client: Client, server: Server): boolean {
   const pool = server.pool;
   const now = nowUs();
+  if (log.debugEnabled) log.conn('debug', client, `linked to S-${server.ptr}`);
   client.link = server;
   server.link = client;
   if (client.state === ClientState.WAITING) {
@@ -329,6 +330,7 @@ export function onReadyForQuery(server: Server, client: Client, status: number):
 export function releaseServer(server: Server): void {
   const pool = server.pool;
   const client = server.link;
+  if (log.debugEnabled) log.conn('debug', server, client !== null ? `released by C-${client.ptr}` : 'released');
   if (client !== null) unlink(client, server);
   if (!server.ready) {
     disconnectServer(server, true, 'unclean server');

@@ -401,6 +401,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
 
   /** Send a simple Query whose results pgbun consumes itself. */
   runInternal(kind: Internal, sql: string): void {
+    if (log.debugEnabled) log.conn('debug', this, `internal query: ${sql === '' ? '<empty>' : sql}`);
     this.internal = kind;
     this.internalError = null;
     this.pendingRfq++;
