@@ -10,6 +10,7 @@ import { formatShowTime } from '../log/logger.js';
 import type { Column } from '../protocol/messages.js';
 import type { Client } from '../pool/client.js';
 import { nowUs } from '../pool/clock.js';
+import { dnsCache } from '../pool/dns.js';
 import { listenerSockets } from '../pool/listener.js';
 import { registry, type PgDatabase, type PgPool } from '../pool/objects.js';
 import { poolerState } from '../pool/pooler.js';
@@ -265,10 +266,10 @@ export function showLists(): ResultSet {
     ['login_clients', registry.loginClients.count],
     ['free_servers', 0],
     ['used_servers', registry.serverCount],
-    ['dns_names', 0],
+    ['dns_names', dnsCache.size],
     ['dns_zones', 0],
-    ['dns_queries', 0],
-    ['dns_pending', 0],
+    ['dns_queries', dnsPending()],
+    ['dns_pending', dnsPending()],
   ];
   return { cols: [t('list'), i('items')], rows };
 }
@@ -397,8 +398,18 @@ export function showMem(): ResultSet {
 }
 
 export function showDnsHosts(): ResultSet {
-  // host names are resolved per connection (no c-ares cache): nothing cached to show
-  return { cols: [t('hostname'), q('ttl'), t('addrs')], rows: [] };
+  // the host name cache of pool/dns.ts: seconds left until the entry is looked up again
+  const now = nowUs();
+  const rows = [...dnsCache.values()].map((e): Value[] => [
+    e.host, Math.max(0, Math.floor((e.expiresUs - now) / 1e6)), e.addrs.join(','),
+  ]);
+  return { cols: [t('hostname'), q('ttl'), t('addrs')], rows };
+}
+
+function dnsPending(): number {
+  let n = 0;
+  for (const e of dnsCache.values()) if (e.pending !== null) n++;
+  return n;
 }
 
 export function showDnsZones(): ResultSet {

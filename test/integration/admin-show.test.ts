@@ -469,7 +469,19 @@ describe('SHOW values', () => {
     assert.deepEqual(mem, ['user_cache', 'credentials_cache', 'db_cache', 'peer_cache', 'peer_pool_cache', 'pool_cache',
       'outstanding_request_cache', 'server_cache', 'client_cache', 'iobuf_cache', 'var_list_cache',
       'server_prepared_statement_cache']);
-    assert.deepEqual(await show(admin, 'SHOW DNS_HOSTS'), []);
+    // the host name cache: `forced` lists localhost; two servers at once use both hosts
+    const f1 = await userLogin(b, 'forced');
+    const f2 = await userLogin(b, 'forced');
+    await f1.query('SELECT 1');
+    await f2.query('SELECT 1');
+    const dns = await show(admin, 'SHOW DNS_HOSTS');
+    assert.deepEqual(dns.map((r) => r.hostname), ['localhost']);
+    assert.ok(Number(dns[0]!.ttl) >= 0 && Number(dns[0]!.ttl) <= 15, `ttl ${dns[0]!.ttl}`);
+    assert.match(dns[0]!.addrs ?? '', /127\.0\.0\.1|::1/);
+    const lists2 = new Map((await show(admin, 'SHOW LISTS')).map((r) => [r.list, Number(r.items)]));
+    assert.equal(lists2.get('dns_names'), 1);
+    f1.destroy();
+    f2.destroy();
     assert.deepEqual(await show(admin, 'SHOW DNS_ZONES'), []);
     assert.deepEqual(await show(admin, 'SHOW STATE'), [
       { key: 'active', value: 'yes' }, { key: 'paused', value: 'no' }, { key: 'suspended', value: 'no' }]);
