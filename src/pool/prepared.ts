@@ -480,7 +480,8 @@ export const prepared = {
 
   /** CommandComplete: DISCARD ALL / DEALLOCATE ALL drop the server's (and client's) statements. */
   onCommandComplete(server: Server, client: Client | null, buf: Buffer, start: number, len: number, complete: boolean): Action {
-    if (len > 4 + 16) return FORWARD; // longer than any tag we look for
+    // only the two tags matter: look at lengths and bytes before making a string (hot path)
+    if ((len !== 4 + 12 && len !== 4 + 15) || buf[start + 5] !== 0x44 /* D */) return FORWARD;
     if (!complete) return NEED_FULL;
     const tag = buf.toString('latin1', start + 5, start + len); // without the NUL
     if (tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL') {
