@@ -328,12 +328,7 @@ export const prepared = {
           sp.push(F_BIND, ACT_FORWARD);
           return FORWARD;
         }
-        const e = lookup(client, buf.toString('utf8', pe + 1, se));
-        if (e === null) return STOP;
-        ensurePrepared(server, sp, e);
-        server.send(rewrite(buf, start, end, pe + 1, se, e.name));
-        sp.push(F_BIND, ACT_FORWARD);
-        return HANDLED;
+        return sendRenamed(client, server, sp, F_BIND, buf, start, end, pe + 1, se);
       }
       case F_DESCRIBE: {
         const ne = statementName(client, 'Describe', buf, start, end, complete);
@@ -342,12 +337,7 @@ export const prepared = {
           sp.push(F_DESCRIBE, ACT_FORWARD);
           return FORWARD;
         }
-        const e = lookup(client, buf.toString('utf8', start + 6, ne));
-        if (e === null) return STOP;
-        ensurePrepared(server, sp, e);
-        server.send(rewrite(buf, start, end, start + 6, ne, e.name));
-        sp.push(F_DESCRIBE, ACT_FORWARD);
-        return HANDLED;
+        return sendRenamed(client, server, sp, F_DESCRIBE, buf, start, end, start + 6, ne);
       }
       case F_CLOSE: {
         const ne = statementName(client, 'Close', buf, start, end, complete);
@@ -513,6 +503,20 @@ function lookup(client: Client, name: string): Entry | null {
     return null;
   }
   return e;
+}
+
+/**
+ * Bind/Describe of a client's named statement: make sure the server has it, then send the
+ * message with the server-side name in place of buf[nameStart, nameEnd).
+ */
+function sendRenamed(client: Client, server: Server, sp: ServerPrepared, kind: number,
+  buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number): Action {
+  const e = lookup(client, buf.toString('utf8', nameStart, nameEnd));
+  if (e === null) return STOP;
+  ensurePrepared(server, sp, e);
+  server.send(rewrite(buf, start, end, nameStart, nameEnd, e.name));
+  sp.push(kind, ACT_FORWARD);
+  return HANDLED;
 }
 
 function ensurePrepared(server: Server, sp: ServerPrepared, e: Entry): void {

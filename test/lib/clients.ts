@@ -171,9 +171,9 @@ export async function pgbench(c: ConnOpts, args: string[], opts: RunOptions = {}
   return { ...r, summary: parsePgbenchSummary(r.stdout + '\n' + r.stderr) };
 }
 
-/** A connected `pg.Client` (errors after connect are swallowed: check your queries instead). */
-export async function pgClient(c: ConnOpts, extra: pg.ClientConfig = {}): Promise<pg.Client> {
-  const client = new pg.Client({
+/** The `pg` driver settings for a connection. */
+function pgConfig(c: ConnOpts): pg.ClientConfig {
+  return {
     host: c.host,
     port: c.port,
     user: c.user,
@@ -182,8 +182,12 @@ export async function pgClient(c: ConnOpts, extra: pg.ClientConfig = {}): Promis
     application_name: c.application_name,
     connectionTimeoutMillis: (c.connectTimeout ?? 10) * 1000,
     ssl: false,
-    ...extra,
-  });
+  };
+}
+
+/** A connected `pg.Client` (errors after connect are swallowed: check your queries instead). */
+export async function pgClient(c: ConnOpts, extra: pg.ClientConfig = {}): Promise<pg.Client> {
+  const client = new pg.Client({ ...pgConfig(c), ...extra });
   client.on('error', () => {}); // a dropped connection must not crash the test process
   await client.connect();
   return client;
@@ -191,17 +195,7 @@ export async function pgClient(c: ConnOpts, extra: pg.ClientConfig = {}): Promis
 
 /** A `pg.Pool` (end it when done). */
 export function pgPool(c: ConnOpts, extra: pg.PoolConfig = {}): pg.Pool {
-  const pool = new pg.Pool({
-    host: c.host,
-    port: c.port,
-    user: c.user,
-    password: c.password,
-    database: c.database ?? c.user,
-    application_name: c.application_name,
-    connectionTimeoutMillis: (c.connectTimeout ?? 10) * 1000,
-    ssl: false,
-    ...extra,
-  });
+  const pool = new pg.Pool({ ...pgConfig(c), ...extra });
   pool.on('error', () => {});
   return pool;
 }
