@@ -1,6 +1,8 @@
-// Logging. pino produces the records; a small sink turns them into PgBouncer's line format
+// Logging in PgBouncer's line format
 //   2026-11-26 14:52:50.123 UTC [12345] LOG C-0x7f0000000010: db/user@127.0.0.1:5432 message
-// (operators and pgbadger grep these lines), or passes pino's JSON through when log_format=json.
+// (operators and pgbadger grep these lines), or pino's JSON records when log_format=json. Text
+// lines are formatted here directly, without pino: a JSON record built and parsed back for every
+// line cost ~10 % of a login's CPU with log_connections on (bench/README.md).
 // Lines are written synchronously to stderr and to `logfile` so that a log watcher sees each
 // event as it happens and nothing is lost when the process exits.
 import fs from 'node:fs';
@@ -30,12 +32,22 @@ try {
   /* keep UTC */
 }
 
+// The `YYYY-MM-DD HH:MM:SS` part changes once a second; busy logs write many lines in one.
+let cachedSecond = -1;
+let cachedSecondText = '';
+
 /** `YYYY-MM-DD HH:MM:SS.mmm TZ` in local time, as PgBouncer writes it. */
-export function formatLogTime(ms: number): string {
-  const d = new Date(ms);
-  const msec = d.getMilliseconds();
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:` +
-    `${pad2(d.getMinutes())}:${pad2(d.getSeconds())}.${msec < 10 ? '00' : msec < 100 ? '0' : ''}${msec} ${zoneName}`;
+export function formatLogTime(time: number): string {
+  const ms = Math.floor(time); // callers pass microsecond clocks / 1000
+  const second = Math.floor(ms / 1000);
+  if (second !== cachedSecond) {
+    const d = new Date(second * 1000);
+    cachedSecondText = `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:` +
+      `${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+    cachedSecond = second;
+  }
+  const msec = ms - second * 1000;
+  return `${cachedSecondText}.${msec < 10 ? '00' : msec < 100 ? '0' : ''}${msec} ${zoneName}`;
 }
 
 /** `YYYY-MM-DD HH:MM:SS TZ` (no milliseconds): the timestamp text of SHOW CLIENTS/SERVERS. */
@@ -44,28 +56,14 @@ export function formatShowTime(ms: number): string {
   return s.slice(0, 19) + s.slice(23);
 }
 
-interface Record_ {
-  level: number;
-  time: number;
-  pid: number;
-  msg: string;
-  conn?: string;
-}
-
+/** Where finished lines go: pino's destination for JSON records, and ours for text lines. */
 class Sink {
-  json = false;
   stderr = true;
   fileFd = -1;
 
   write(line: string): void {
-    let out = line;
-    if (!this.json) {
-      const r = JSON.parse(line) as Record_;
-      out = `${formatLogTime(r.time)} [${r.pid}] ${LEVEL_TEXT[r.level] ?? 'LOG'} ` +
-        (r.conn ? `${r.conn} ` : '') + `${r.msg}\n`;
-    }
-    if (this.stderr) writeAll(2, out);
-    if (this.fileFd >= 0) writeAll(this.fileFd, out);
+    if (this.stderr) writeAll(2, line);
+    if (this.fileFd >= 0) writeAll(this.fileFd, line);
   }
 }
 
@@ -81,6 +79,9 @@ export class Logger {
   private readonly sink = new Sink();
   private readonly p: PinoLogger<Level, true>;
   private logfilePath = '';
+  private json = false;
+  private pid = process.pid;
+  private minLevel: number = LEVELS.log;
   /** cheap guards for call sites that would otherwise build a message for nothing */
   debugEnabled = false;
   noiseEnabled = false;
@@ -101,6 +102,7 @@ export class Logger {
   setVerbose(v: number): void {
     const level: Level = v >= 2 ? 'noise' : v === 1 ? 'debug' : 'log';
     this.p.level = level;
+    this.minLevel = LEVELS[level];
     this.debugEnabled = v >= 1;
     this.noiseEnabled = v >= 2;
   }
@@ -110,11 +112,12 @@ export class Logger {
   }
 
   setJson(on: boolean): void {
-    this.sink.json = on;
+    this.json = on;
   }
 
   /** pino binds the pid at creation; a daemonized child has a new one. */
   setPid(pid: number): void {
+    this.pid = pid;
     (this.p as unknown as { setBindings(b: object): void }).setBindings({ pid });
   }
 
@@ -138,17 +141,28 @@ export class Logger {
     return this.logfilePath;
   }
 
-  fatal(msg: string): void { this.p.fatal(msg); }
-  error(msg: string): void { this.p.error(msg); }
-  warning(msg: string): void { this.p.warning(msg); }
-  log(msg: string): void { this.p.log(msg); }
-  debug(msg: string): void { if (this.debugEnabled) this.p.debug(msg); }
-  noise(msg: string): void { if (this.noiseEnabled) this.p.noise(msg); }
+  fatal(msg: string): void { this.emit('fatal', null, msg); }
+  error(msg: string): void { this.emit('error', null, msg); }
+  warning(msg: string): void { this.emit('warning', null, msg); }
+  log(msg: string): void { this.emit('log', null, msg); }
+  debug(msg: string): void { if (this.debugEnabled) this.emit('debug', null, msg); }
+  noise(msg: string): void { if (this.noiseEnabled) this.emit('noise', null, msg); }
 
   /** A line about one connection, prefixed like PgBouncer's slog_*() lines. */
   conn(level: Level, subject: LogSubject, msg: string): void {
-    if (LEVELS[level] < LEVELS[this.p.level as Level]) return;
-    this.p[level]({ conn: subject.logPrefix() }, msg);
+    if (LEVELS[level] < this.minLevel) return;
+    this.emit(level, subject.logPrefix(), msg);
+  }
+
+  private emit(level: Level, conn: string | null, msg: string): void {
+    const n = LEVELS[level];
+    if (n < this.minLevel) return;
+    if (this.json) {
+      if (conn === null) this.p[level](msg);
+      else this.p[level]({ conn }, msg);
+      return;
+    }
+    this.sink.write(`${formatLogTime(Date.now())} [${this.pid}] ${LEVEL_TEXT[n]} ${conn === null ? '' : conn + ' '}${msg}\n`);
   }
 }
 
