@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import * as msg from '../protocol/messages.js';
 import { BodyReader } from '../protocol/reader.js';
 import { checkMd5Response, checkPlainPassword } from './md5.js';
+import { randomSmall } from './random.js';
 import type { ScramSecret, Secret } from './secret.js';
 import {
   INVALID_SASL_MECHANISM, SASL_AUTH_FAILED, SCRAM_MECHANISM, ScramServerExchange, scramSecretFromPassword, type ScramKeys,
@@ -22,6 +23,7 @@ export const PASSWORD_FAILED = 'password authentication failed';
 
 /** Process-wide key for mock SCRAM salts: stable per user name within one process. */
 const mockKey = randomBytes(32);
+const EMPTY = Buffer.alloc(0);
 
 /**
  * SCRAM secrets made from plain-text passwords, one per user. PgBouncer derives a new one (new
@@ -41,7 +43,8 @@ function adhocSecret(user: string, password: string, iterations: number): ScramS
 
 export class PasswordExchange {
   readonly method: PasswordMethod;
-  private readonly salt = randomBytes(4);
+  /** md5 only */
+  private readonly salt: Buffer;
   private scram: ScramServerExchange | null = null;
   private stage = 0;
 
@@ -56,6 +59,7 @@ export class PasswordExchange {
     private readonly scramIterations: number,
   ) {
     this.method = method === 'md5' && secret?.kind === 'scram' ? 'scram-sha-256' : method;
+    this.salt = this.method === 'md5' ? randomSmall(4) : EMPTY;
   }
 
   /** The first authentication request to send. */

@@ -10,6 +10,7 @@
 // the (ignored) user name or an extension. Everything we emit ourselves is ASCII.
 
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomSmall } from './random.js';
 import { decodeBase64, scramSaltText, type ScramSecret, type Secret } from './secret.js';
 import { saslprep } from './saslprep.js';
 
@@ -100,7 +101,7 @@ export function mockScramSecret(userName: string, iterations: number, mockNonceK
 }
 
 function makeNonce(): string {
-  return randomBytes(SCRAM_RAW_NONCE_LEN).toString('base64');
+  return randomSmall(SCRAM_RAW_NONCE_LEN).toString('base64');
 }
 
 // ---------------------------------------------------------------------------------------------

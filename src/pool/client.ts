@@ -2,7 +2,6 @@
 // StartupMessage and its parameter rules), authentication, the welcome, and after login the
 // per-message decisions: find a server, forward, or handle locally.
 import type net from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
 import { log, type LogSubject } from '../log/logger.js';
@@ -17,6 +16,7 @@ import { FORWARD, HANDLED, NEED_FULL, PacketStream, STOP, WAIT, type Action, typ
 import { parseStartupPacket, parseOptionsParameter } from '../protocol/startup.js';
 import { PasswordExchange, type PasswordMethod } from '../auth/client-auth.js';
 import { beginAuth } from '../auth/login.js';
+import { randomSmall } from '../auth/random.js';
 import type { ListNode, StateList } from './list.js';
 import { registry, type PgDatabase, type PgPool, type PgUser } from './objects.js';
 import type { Server } from './server.js';
@@ -564,7 +564,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
 
   /** PgBouncer's own BackendKeyData: 8 random bytes, the top bit of the first cleared. */
   newCancelKey(): Buffer {
-    const key = randomBytes(8);
+    // a copy: the key outlives the login and is compared byte for byte
+    const key = Buffer.from(randomSmall(8));
     key[0]! &= 0x7f;
     this.cancelKey = key;
     clientsByKey.set(key.toString('hex'), this);
