@@ -199,7 +199,18 @@ function buildClientSide(): ClientSideTls | null {
   if (ecdh !== undefined) opts.ecdhCurve = ecdh;
   const dh = dhOption(cf.client_tls_dheparams);
   if (dh !== undefined) opts.dhparam = dh;
-  return { mode, context: makeContext('client', opts), requestCert: requireCert || !!cf.client_tls_ca_file, requireCert };
+  let context: tls.SecureContext;
+  try {
+    context = makeContext('client', opts);
+  } catch (e) {
+    // Bun's TLS library (BoringSSL) has no DHE at all and refuses dhparam 'auto', the default;
+    // ECDHE still works there, so go on without DHE rather than refuse to start.
+    if (dh !== 'auto' || !/Automatic DH parameter selection is not supported/.test((e as Error).message)) throw e;
+    delete opts.dhparam;
+    context = makeContext('client', opts);
+    log.warning('client_tls_dheparams = auto: this runtime\'s TLS library has no DHE, using ECDHE only');
+  }
+  return { mode, context, requestCert: requireCert || !!cf.client_tls_ca_file, requireCert };
 }
 
 function buildServerSide(): ServerSideTls | null {
