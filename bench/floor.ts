@@ -1,38 +1,61 @@
-// The floor of a Node.js proxy: how much CPU per transaction a proxy built on node:net costs
+// The floor of a JavaScript proxy: how much CPU per transaction a proxy built on node:net costs
 // when it does nothing but copy bytes (one client socket piped to one server socket, no
 // protocol work at all), next to pgbun and PgBouncer in session mode, interleaved, same run.
-// `npm run build && node dist/bench/floor.js [--duration=8] [--rounds=3]`.
+//
+//   npm run build && node dist/bench/floor.js [--duration=8] [--rounds=3] [--connect] [--bun=PATH]
 //
 // It answers "how much of pgbun's CPU is pgbun": the difference between pgbun and this pipe is
-// what pgbun's pooling costs; the difference between the pipe and PgBouncer is what node:net's
-// stream layer costs and no pooling code can win back.
-import { spawn } from 'node:child_process';
+// what pgbun's pooling costs; the difference between the pipe and PgBouncer is what the
+// runtime's socket layer costs and no pooling code can win back.
+//   --connect   pgbench -C (a new login per transaction): the floor of a connection's set-up and
+//               tear-down instead of a transaction's forwarding (the pipes open a new PostgreSQL
+//               connection per login, the poolers reuse theirs: compare the CPU, not the TPS)
+//   --bun=PATH  also run pgbun and the same pipe on Bun (e.g. after `npm install --no-save bun`:
+//               --bun=node_modules/.bin/bun), the other runtime pgbun's code runs on
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { pgbench } from '../test/lib/clients.js';
+import { startPgbun } from '../test/lib/pgbun.js';
 import { startPostgres } from '../test/lib/postgres.js';
-import { freePort } from '../test/lib/procs.js';
+import { freePort, REPO_ROOT } from '../test/lib/procs.js';
 import { ensurePgbouncer, startPooler, throughputIni, DB_FOR_MODE } from './poolers.js';
-import { cpuTimes } from './sysinfo.js';
+import { cpuTimes, withNofile } from './sysinfo.js';
 
 const PIPE = `
 const net = require('node:net');
-const [lport, tport] = [+process.argv[1], +process.argv[2]];
+const [lport, tport] = [+process.argv[2], +process.argv[3]];
 net.createServer({ noDelay: true }, (c) => {
   const up = net.connect({ host: '127.0.0.1', port: tport, noDelay: true });
   c.on('data', (d) => up.write(d));
   up.on('data', (d) => c.write(d));
   c.on('close', () => up.destroy()); up.on('close', () => c.destroy());
   c.on('error', () => {}); up.on('error', () => {});
-}).listen(lport, '127.0.0.1', () => process.send && process.send('up'));
+}).listen(lport, '127.0.0.1', () => process.stdout.write('up\\n'));
 `;
 
-function arg(name: string, dflt: number): number {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.slice(name.length + 3)) : dflt;
+function arg(name: string): string | undefined {
+  const a = process.argv.find((x) => x === `--${name}` || x.startsWith(`--${name}=`));
+  return a === undefined ? undefined : a.slice(name.length + 3);
+}
+
+/** Start the pipe under `runtime` (node or bun) and wait until it listens. */
+async function startPipe(runtime: string, script: string, port: number, target: number): Promise<ChildProcess> {
+  const p = spawn(runtime, [script, String(port), String(target)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    p.once('exit', (code) => reject(new Error(`${runtime} pipe exited (${code})`)));
+    p.stdout!.once('data', () => resolve());
+  });
+  return p;
 }
 
 async function main(): Promise<void> {
-  const duration = arg('duration', 8);
-  const rounds = arg('rounds', 3);
+  const duration = Number(arg('duration') ?? 8);
+  const rounds = Number(arg('rounds') ?? 3);
+  const connect = arg('connect') !== undefined;
+  const bun = arg('bun') ? path.resolve(arg('bun')!) : null;
+  if (bun !== null && !fs.existsSync(bun)) throw new Error(`--bun: ${bun} not found`);
   const pgbouncerBin = '/usr/sbin/pgbouncer';
   ensurePgbouncer(pgbouncerBin);
   const pg = await startPostgres();
@@ -42,25 +65,45 @@ async function main(): Promise<void> {
   await pg.query('GRANT ALL ON SCHEMA public TO PUBLIC', db);
   const init = await pgbench({ host: pg.host, port: pg.port, user: 'scram_user', password: 'scram_pass', database: db }, ['-i', '-s', '1', '-q']);
   if (init.code !== 0) throw new Error(init.stderr);
-  const userlist: Array<[string, string]> = [['scram_user', 'scram_pass']];
+  // the role's SCRAM secret, as the bench uses it: no PBKDF2 per login in either pooler
+  const userlist: Array<[string, string]> = [['scram_user', await pg.secretOf('scram_user')]];
   const ini = throughputIni(pg, db, {}) as Record<string, Record<string, string | number>>;
   ini.pgbouncer = { ...ini.pgbouncer, pool_mode: 'session' };
+  const stops: Array<() => unknown> = [];
+  const targets: Array<{ name: string; port: number; pid: number }> = [];
+
   const pgbun = await startPooler('pgbun', pgbouncerBin, ini, userlist, 4096);
+  stops.push(() => pgbun.handle.stop());
+  targets.push({ name: 'pgbun', port: pgbun.handle.port, pid: pgbun.pid });
   const bouncer = await startPooler('pgbouncer', pgbouncerBin, ini, userlist, 4096);
-  const pipePort = await freePort();
-  const pipe = spawn(process.execPath, ['-e', PIPE, String(pipePort), String(pg.port)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  await new Promise((r) => pipe.once('message', r));
-  const targets = [
-    { name: 'pgbun', port: pgbun.handle.port, pid: pgbun.pid },
-    { name: 'PgBouncer', port: bouncer.handle.port, pid: bouncer.pid },
-    { name: 'node pipe', port: pipePort, pid: pipe.pid! },
-  ];
+  stops.push(() => bouncer.handle.stop());
+  targets.push({ name: 'PgBouncer', port: bouncer.handle.port, pid: bouncer.pid });
+
+  // the pipe runs as a file (not -e) so that node and Bun run the very same thing
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgbun-floor-'));
+  const script = path.join(dir, 'pipe.cjs');
+  fs.writeFileSync(script, PIPE);
+  stops.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const runtimes: Array<[string, string]> = [['node', process.execPath], ...(bun !== null ? [['Bun', bun] as [string, string]] : [])];
+  for (const [label, runtime] of runtimes) {
+    const port = await freePort();
+    const pipe = await startPipe(runtime, script, port, pg.port);
+    stops.push(() => { pipe.kill(); });
+    targets.push({ name: `${label} pipe`, port, pid: pipe.pid! });
+  }
+  if (bun !== null) {
+    const { command } = withNofile(4096, [bun, path.join(REPO_ROOT, 'dist', 'src', 'cli.js')]);
+    const onBun = await startPgbun({ command, ini, userlist, timeoutMs: 30_000 });
+    stops.push(() => onBun.stop());
+    targets.push({ name: 'pgbun on Bun', port: onBun.port, pid: onBun.proc.pid! });
+  }
+
+  const args = ['-n', '-S', '-c', '10', '-j', '2', '-T', String(duration), ...(connect ? ['-C'] : [])];
   const sums = new Map(targets.map((t) => [t.name, { tx: 0, user: 0, sys: 0 }]));
   for (let r = 0; r < rounds; r++) {
     for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
       const before = cpuTimes(t.pid)!;
-      const res = await pgbench({ host: '127.0.0.1', port: t.port, user: 'scram_user', password: 'scram_pass', database: db },
-        ['-n', '-S', '-c', '10', '-j', '2', '-T', String(duration)]);
+      const res = await pgbench({ host: '127.0.0.1', port: t.port, user: 'scram_user', password: 'scram_pass', database: db }, args);
       const after = cpuTimes(t.pid)!;
       const s = sums.get(t.name)!;
       s.tx += res.summary.transactions ?? 0;
@@ -69,15 +112,14 @@ async function main(): Promise<void> {
       process.stderr.write(`${t.name}: ${res.summary.tps?.toFixed(0)} tps\n`);
     }
   }
-  process.stdout.write('\n| session -S c10 | TPS | user µs/tx | kernel µs/tx | total µs/tx |\n|---|--:|--:|--:|--:|\n');
+  const what = connect ? 'session -S c10 -C (µs per login)' : 'session -S c10';
+  process.stdout.write(`\n| ${what} | TPS | user µs/tx | kernel µs/tx | total µs/tx |\n|---|--:|--:|--:|--:|\n`);
   for (const t of targets) {
     const s = sums.get(t.name)!;
     const us = (x: number): string => ((x / s.tx) * 1e6).toFixed(1);
     process.stdout.write(`| ${t.name} | ${(s.tx / (rounds * duration)).toFixed(0)} | ${us(s.user)} | ${us(s.sys)} | ${us(s.user + s.sys)} |\n`);
   }
-  pipe.kill();
-  await pgbun.handle.stop();
-  await bouncer.handle.stop();
+  for (const stop of stops.reverse()) await stop();
   await pg.stop();
 }
 

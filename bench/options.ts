@@ -38,6 +38,8 @@ export interface Options {
   txPrepared: boolean | 'auto';
   /** extra node flags for pgbun (e.g. --cpu-prof), split on spaces */
   pgbunNodeArgs: string[];
+  /** run pgbun's dist/src/cli.js with this program instead of node (e.g. a Bun binary) */
+  pgbunRuntime: string | null;
   help: boolean;
 }
 
@@ -66,6 +68,9 @@ measures each pooler's RSS with idle clients. Writes bench/results/<timestamp>.{
                        has max_prepared_statements; Debian's 1.18 does not)
   --pgbun-node-args="FLAGS"  node flags for pgbun, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
                        (a profile is written when pgbun exits at the end of the throughput runs)
+  --pgbun-runtime=PATH run pgbun with this program instead of node, e.g. Bun (pgbun's runtime code
+                       only uses node: APIs): npm install --no-save bun, then
+                       --pgbun-runtime=node_modules/.bin/bun
   --pgbouncer=PATH     PgBouncer binary (default /usr/sbin/pgbouncer; installed with apt if missing)
   --out=DIR            results directory (default bench/results)
   --verbose            keep the output of failed pgbench runs in the JSON
@@ -86,11 +91,11 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     return v;
   };
   const has = (name: string): boolean => argv.includes(`--${name}`);
-  const known = /^--(quick|duration|rounds|scale|only|no-direct|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbouncer|out|verbose|help)(=|$)|^-h$/;
+  const known = /^--(quick|duration|rounds|scale|only|no-direct|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|pgbouncer|out|verbose|help)(=|$)|^-h$/;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (!a.startsWith('-')) {
-      if (i > 0 && /^--(duration|rounds|scale|only|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbouncer|out)$/.test(argv[i - 1])) continue;
+      if (i > 0 && /^--(duration|rounds|scale|only|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|pgbouncer|out)$/.test(argv[i - 1])) continue;
       throw new UsageError(`unexpected argument ${a}\n\n${HELP}`);
     }
     if (!known.test(a)) throw new UsageError(`unknown option ${a}\n\n${HELP}`);
@@ -120,6 +125,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     warmup: num('warmup', quick ? 2 : 5, 0),
     txPrepared: txp === undefined || txp === 'auto' ? 'auto' : txp === 'on',
     pgbunNodeArgs: (get('pgbun-node-args') ?? '').split(/\s+/).filter(Boolean),
+    pgbunRuntime: get('pgbun-runtime') ?? null,
     pgbouncer: get('pgbouncer') ?? process.env.PGBOUNCER_BIN ?? '/usr/sbin/pgbouncer',
     outDir: get('out') ?? `${repoRoot}/bench/results`,
     verbose: has('verbose'),

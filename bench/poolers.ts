@@ -4,9 +4,10 @@
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { pgConnstr, pgbunCommand, startPgbun, type IniSpec, type TestPgbun } from '../test/lib/pgbun.js';
 import type { TestPostgres } from '../test/lib/postgres.js';
-import { isRoot } from '../test/lib/procs.js';
+import { isRoot, REPO_ROOT } from '../test/lib/procs.js';
 import { withNofile } from './sysinfo.js';
 
 export type PoolerName = 'pgbun' | 'pgbouncer';
@@ -42,9 +43,24 @@ export function pgbouncerVersion(bin: string): [number, number] {
   return m ? [Number(m[1]), Number(m[2])] : [0, 0];
 }
 
+let pgbunRuntime: string | null = null;
+
+/** Run pgbun's compiled CLI with another JavaScript runtime (Bun) instead of node; null = node. */
+export function setPgbunRuntime(runtime: string | null): void {
+  pgbunRuntime = runtime === null ? null : path.resolve(runtime);
+}
+
+/** What pgbun runs on, for the report: `Node.js v20…` or `<runtime> <its --version>`. */
+export function pgbunRuntimeName(): string {
+  if (pgbunRuntime === null) return `Node.js ${process.version}`;
+  const v = (spawnSync(pgbunRuntime, ['--version'], { encoding: 'utf8' }).stdout ?? '').trim();
+  return `${path.basename(pgbunRuntime).replace(/\.exe$/, '')} ${v}`;
+}
+
 /** The program to start; node flags go in front of pgbun's script when it runs under node. */
 export function commandFor(name: PoolerName, pgbouncerBin: string, nodeArgs: string[] = []): string[] {
   if (name === 'pgbouncer') return [pgbouncerBin];
+  if (pgbunRuntime !== null) return [pgbunRuntime, path.join(REPO_ROOT, 'dist', 'src', 'cli.js')];
   const cmd = pgbunCommand();
   return cmd[0] === process.execPath ? [cmd[0], ...nodeArgs, ...cmd.slice(1)] : cmd;
 }

@@ -206,7 +206,7 @@ export function markdown(res: Results): string {
   L.push(`# pgbun vs PgBouncer: ${m.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`);
   L.push('');
   L.push(`Machine: ${m.nproc} CPUs (${m.cpuModel}), ${m.memTotalGiB} GiB, Linux ${m.kernel}, ${m.os}; ` +
-    `Node.js ${m.node}; ${m.pgbouncer.split('\n')[0]}; PostgreSQL ${m.postgres}; ${m.pgbench}. ` +
+    `Node.js ${m.node} (pgbun on ${m.pgbunRuntime ?? `Node.js ${m.node}`}); ${m.pgbouncer.split('\n')[0]}; PostgreSQL ${m.postgres}; ${m.pgbench}. ` +
     `Load average at start: ${m.loadavgAtStart.join(' ')}. pgbun revision: ${String(res.config.pgbunRevision ?? 'unknown')}.`);
   L.push('');
   L.push(`Run: ${o.quick ? '--quick' : 'full'}, ${o.duration} s per pgbench run, ${o.rounds} A/B pair(s) per case ` +

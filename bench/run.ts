@@ -23,6 +23,8 @@ import {
   POOLERS,
   ensurePgbouncer,
   pgbouncerVersion,
+  pgbunRuntimeName,
+  setPgbunRuntime,
   startPooler,
   throughputIni,
   type PoolerName,
@@ -118,6 +120,10 @@ async function main(): Promise<void> {
   if (o.help) return void process.stdout.write(HELP);
   const wallStart = Date.now();
 
+  if (o.pgbunRuntime !== null) {
+    if (!fs.existsSync(o.pgbunRuntime)) throw new UsageError(`--pgbun-runtime: ${o.pgbunRuntime} not found`);
+    setPgbunRuntime(o.pgbunRuntime);
+  }
   ensurePgbouncer(o.pgbouncer);
   const [maj, min] = pgbouncerVersion(o.pgbouncer);
   const pgbouncerHasPrepared = maj > 1 || (maj === 1 && min >= 21);
@@ -135,6 +141,7 @@ async function main(): Promise<void> {
   const pgVersion = (await pg.query<{ server_version: string }>('SHOW server_version'))[0].server_version;
   const revision = gitRevision();
   const machine = machineInfo({ pgbouncer: o.pgbouncer, pgbench: pgBin('pgbench') }, pgVersion);
+  machine.pgbunRuntime = pgbunRuntimeName();
   const runs: RunResult[] = [];
   const directRuns = new Map<string, RunResult[]>();
   let contestants: Contestants | null = null;

@@ -104,6 +104,8 @@ export interface MachineInfo {
   kernel: string;
   os: string;
   node: string;
+  /** what pgbun ran on (absent in results from before --pgbun-runtime: Node.js) */
+  pgbunRuntime?: string;
   pgbouncer: string;
   postgres: string;
   pgbench: string;
