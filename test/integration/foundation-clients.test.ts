@@ -9,6 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  assertPgbenchClean,
   pgbench,
   pgClient,
   pgPool,
@@ -41,13 +42,7 @@ function assertHealthy(b: TestPgbun, from = 0): void {
 }
 
 function assertBench(r: PgbenchResult, expect: { clients: number; mode: string; type: string }): void {
-  const ctx = `pgbench ${r.args.join(' ')}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
-  assert.equal(r.timedOut, false, ctx);
-  assert.equal(r.code, 0, ctx);
-  assert.equal(r.summary.aborted, false, ctx);
-  assert.deepEqual(r.summary.errors, [], ctx);
-  assert.equal(r.summary.failed, 0, ctx);
-  assert.ok((r.summary.transactions ?? 0) > 0, ctx);
+  const ctx = assertPgbenchClean(r);
   assert.equal(r.summary.clients, expect.clients, ctx);
   assert.equal(r.summary.queryMode, expect.mode, ctx);
   assert.equal(r.summary.transactionType, expect.type, ctx);

@@ -1,6 +1,7 @@
 // Real clients for integration tests: psql and pgbench as child processes (with timeouts, so a
 // hung pooler fails a test instead of hanging CI), and the `pg` / `postgres` npm drivers.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import pg from 'pg';
 import postgres from 'postgres';
@@ -169,6 +170,21 @@ export async function pgbench(c: ConnOpts, args: string[], opts: RunOptions = {}
   const conn: ConnOpts = { ...c, database: c.database ?? 'benchdb' };
   const r = await runCommand(pgBin('pgbench'), args, { timeoutMs: 300_000, ...opts, env: libpqEnv(conn, opts.env) });
   return { ...r, summary: parsePgbenchSummary(r.stdout + '\n' + r.stderr) };
+}
+
+/**
+ * pgbench ended normally: in time, exit 0, no client aborted, no error line, no failed
+ * transaction, at least `minTransactions` done. Returns the run's text for further assertions.
+ */
+export function assertPgbenchClean(r: PgbenchResult, minTransactions = 1): string {
+  const ctx = `pgbench ${r.args.join(' ')}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr.slice(-4000)}`;
+  assert.equal(r.timedOut, false, ctx);
+  assert.equal(r.code, 0, ctx);
+  assert.equal(r.summary.aborted, false, ctx);
+  assert.deepEqual(r.summary.errors, [], ctx);
+  assert.equal(r.summary.failed, 0, ctx);
+  assert.ok((r.summary.transactions ?? 0) >= minTransactions, ctx);
+  return ctx;
 }
 
 /** The `pg` driver settings for a connection. */
