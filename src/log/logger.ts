@@ -150,19 +150,18 @@ export class Logger {
 
   /** A line about one connection, prefixed like PgBouncer's slog_*() lines. */
   conn(level: Level, subject: LogSubject, msg: string): void {
-    if (LEVELS[level] < this.minLevel) return;
+    if (LEVELS[level] < this.minLevel) return; // before building the prefix
     this.emit(level, subject.logPrefix(), msg);
   }
 
+  /** The level is already checked (LOG and above always pass: verbose only adds levels). */
   private emit(level: Level, conn: string | null, msg: string): void {
-    const n = LEVELS[level];
-    if (n < this.minLevel) return;
     if (this.json) {
       if (conn === null) this.p[level](msg);
       else this.p[level]({ conn }, msg);
       return;
     }
-    this.sink.write(`${formatLogTime(Date.now())} [${this.pid}] ${LEVEL_TEXT[n]} ${conn === null ? '' : conn + ' '}${msg}\n`);
+    this.sink.write(`${formatLogTime(Date.now())} [${this.pid}] ${LEVEL_TEXT[LEVELS[level]]} ${conn === null ? '' : conn + ' '}${msg}\n`);
   }
 }
 
