@@ -17,11 +17,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pgbench } from '../test/lib/clients.js';
-import { startPgbun } from '../test/lib/pgbun.js';
 import { startPostgres } from '../test/lib/postgres.js';
-import { freePort, REPO_ROOT } from '../test/lib/procs.js';
-import { ensurePgbouncer, startPooler, throughputIni, DB_FOR_MODE } from './poolers.js';
-import { cpuTimes, withNofile } from './sysinfo.js';
+import { freePort } from '../test/lib/procs.js';
+import { ensurePgbouncer, setPgbunRuntime, startPooler, throughputIni, DB_FOR_MODE } from './poolers.js';
+import { cpuTimes } from './sysinfo.js';
 
 const PIPE = `
 const net = require('node:net');
@@ -92,10 +91,11 @@ async function main(): Promise<void> {
     targets.push({ name: `${label} pipe`, port, pid: pipe.pid! });
   }
   if (bun !== null) {
-    const { command } = withNofile(4096, [bun, path.join(REPO_ROOT, 'dist', 'src', 'cli.js')]);
-    const onBun = await startPgbun({ command, ini, userlist, timeoutMs: 30_000 });
-    stops.push(() => onBun.stop());
-    targets.push({ name: 'pgbun on Bun', port: onBun.port, pid: onBun.proc.pid! });
+    setPgbunRuntime(bun);
+    const onBun = await startPooler('pgbun', pgbouncerBin, ini, userlist, 4096);
+    setPgbunRuntime(null);
+    stops.push(() => onBun.handle.stop());
+    targets.push({ name: 'pgbun on Bun', port: onBun.handle.port, pid: onBun.pid });
   }
 
   const args = ['-n', '-S', '-c', '10', '-j', '2', '-T', String(duration), ...(connect ? ['-C'] : [])];
