@@ -5,6 +5,8 @@
 //   node dist/test/run.js                  all tests
 //   node dist/test/run.js config auth      only files whose path contains "config" or "auth"
 //   node dist/test/run.js --test-name-pattern=cancel   extra flags go to `node --test`
+//   node dist/test/run.js --faults [--long] [--soak=SECONDS] [--pooler=PATH]
+//                                          the fault suite (test/faults, `npm run test:faults`)
 //
 // Environment: PGBUN_TEST_CONCURRENCY (test files run at once, default 2: this machine has
 // 2 cores and most integration time is spent waiting), PGBUN_TEST_TIMEOUT (whole run, seconds,
@@ -35,9 +37,20 @@ function findTests(dir: string): string[] {
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  const nodeFlags = args.filter((a) => a.startsWith('-'));
+  // --faults: the fault suite (test/faults) instead of the unit and integration tests; its own
+  // options become environment variables that its files read (test/faults/options.ts)
+  const ownFlags = /^--(faults|long|soak=\d+|pooler=.+)$/;
+  const faults = args.includes('--faults');
+  const extraEnv: NodeJS.ProcessEnv = {};
+  for (const a of args) {
+    if (a === '--long') extraEnv.PGBUN_FAULTS_LONG = '1';
+    else if (a.startsWith('--soak=')) extraEnv.PGBUN_FAULTS_SOAK = a.slice(7);
+    else if (a.startsWith('--pooler=')) extraEnv.PGBUN_BIN = a.slice(9);
+  }
+  const nodeFlags = args.filter((a) => a.startsWith('-') && !ownFlags.test(a));
   const filters = args.filter((a) => !a.startsWith('-'));
-  let files = findTests(here);
+  const faultsDir = path.join(here, 'faults');
+  let files = faults ? findTests(faultsDir) : findTests(here).filter((f) => !f.startsWith(faultsDir + path.sep));
   if (filters.length) files = files.filter((f) => filters.some((s) => path.relative(here, f).includes(s)));
   if (files.length === 0) {
     console.error(`no test files${filters.length ? ` matching ${filters.join(' ')}` : ''} under ${here}`);
@@ -97,7 +110,7 @@ async function main(): Promise<number> {
     child = spawn(process.execPath, runArgs, {
       stdio: ['ignore', 'inherit', 'inherit'],
       detached: true, // own process group: on timeout or Ctrl-C we stop all of it
-      env: { ...process.env, PGBUN_TEST_PG: JSON.stringify(pg.info()), PGBUN_TEST_PIDDIR: pidDir, PGBUN_TEST_COUNTS: countsFile },
+      env: { ...process.env, ...extraEnv, PGBUN_TEST_PG: JSON.stringify(pg.info()), PGBUN_TEST_PIDDIR: pidDir, PGBUN_TEST_COUNTS: countsFile },
     });
     const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
     const limit = Number(process.env.PGBUN_TEST_TIMEOUT || 900) * 1000;

@@ -578,6 +578,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     this.fail(`bad packet header: '${hdr2hex(buf, start, end)}'`);
   }
 
+  onForwardBoundary(): void {
+    pooler.onClientBoundary(this);
+  }
+
   onMessage(type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
     switch (type) {
       case F_QUERY:

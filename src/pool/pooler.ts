@@ -76,6 +76,7 @@ function startForwarding(client: Client, server: Server): void {
 }
 
 function unlink(client: Client, server: Server): void {
+  if (client.stream.forwardingPartial) server.cutMessage = true;
   client.stream.setTarget(null);
   server.stream.setTarget(null);
   client.stream.fastForward = null;
@@ -320,7 +321,18 @@ export function onReadyForQuery(server: Server, client: Client, status: number):
     disconnectClient(client, true, 'transaction blocks not allowed in statement pooling mode');
     return;
   }
-  if (done && server.ready) releaseServer(server);
+  if (done) {
+    if (server.ready) releaseServer(server);
+    // the client is still sending a message the server no longer reads (late CopyData after a
+    // failed COPY): release once it is whole, so that the server is not left mid-message
+    else if (client.stream.forwardingPartial) client.stream.wantBoundary = true;
+  }
+}
+
+/** A client's partly forwarded message is now complete: release the server if it waited for that. */
+export function onClientBoundary(client: Client): void {
+  const server = client.link;
+  if (server !== null && server.pool.poolMode !== 'session' && server.ready) releaseServer(server);
 }
 
 /**

@@ -65,6 +65,11 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   unsynced = false;
   /** inside COPY (copy-in/out/both) */
   inCopy = false;
+  /**
+   * A client left it holding part of a message (the link ended while the client's stream was
+   * forwarding one): PostgreSQL would read whatever comes next as the rest, so it is never reused.
+   */
+  cutMessage = false;
   internal = Internal.NONE;
   private internalError: string | null = null;
   /** while an internal query is run by someone else (auth_query): every complete message goes here */
@@ -124,10 +129,14 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     return Math.floor((nowUs() - this.connectTimeUs) / 1e6);
   }
 
-  /** true when the server can be given to another client */
+  /**
+   * true when the server can be given to another client: at a transaction boundary with nothing
+   * owed, and neither direction stopped in the middle of a message.
+   */
   get ready(): boolean {
     return this.txStatus === 0x49 && this.pendingRfq === 0 && !this.unsynced && !this.inCopy &&
-      this.internal === Internal.NONE && !this.stream.midMessage &&
+      this.internal === Internal.NONE && !this.stream.midMessage && !this.cutMessage &&
+      (this.link === null || !this.link.stream.forwardingPartial) &&
       (this.prepared === null || this.prepared.queued === 0);
   }
 

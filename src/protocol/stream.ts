@@ -35,6 +35,8 @@ export interface StreamOwner {
   onMessage(type: number, len: number, buf: Buffer, start: number, complete: boolean): Action;
   /** A length field below 4 or above max_packet_size. */
   onBadHeader(buf: Buffer, start: number, end: number): void;
+  /** The partly forwarded message asked for with `wantBoundary` has gone out whole. */
+  onForwardBoundary?(): void;
 }
 
 export class PacketStream {
@@ -43,6 +45,11 @@ export class PacketStream {
   /** types forwarded without consulting the owner (null = always consult) */
   fastForward: Uint8Array | null = null;
   maxPacket = 2147483647;
+  /**
+   * Set by the owner while `forwardingPartial`: call owner.onForwardBoundary() as soon as the rest
+   * of that message has been forwarded (e.g. to release a server only at a message boundary).
+   */
+  wantBoundary = false;
 
   private remain = 0; // bytes of the current message still to come
   private mode = MODE_FORWARD;
@@ -80,6 +87,7 @@ export class PacketStream {
   setTarget(t: Socket | null): void {
     this.flush();
     this.target = t;
+    this.wantBoundary = false;
   }
 
   get isWaiting(): boolean {
@@ -89,6 +97,15 @@ export class PacketStream {
   /** true while a message body is being streamed through (not at a message boundary) */
   get midMessage(): boolean {
     return this.remain > 0 || this.hdrLen > 0;
+  }
+
+  /**
+   * Part of a message has been forwarded to the target and the rest has not arrived yet: the
+   * target's reader is in the middle of that message, so the target must not be handed to anyone
+   * else until the rest follows (whoever sent next would be read as the rest of this message).
+   */
+  get forwardingPartial(): boolean {
+    return this.remain > 0 && this.mode === MODE_FORWARD && this.target !== null;
   }
 
   /** Stop for good (connection closing); what was already queued for the peer still goes. */
@@ -177,6 +194,13 @@ export class PacketStream {
         }
         pos += take;
         this.remain -= take;
+        if (this.remain === 0 && this.wantBoundary && this.mode === MODE_FORWARD) {
+          this.wantBoundary = false;
+          this.flush();
+          this.owner.onForwardBoundary?.();
+          if (this.stopped) return;
+          continue;
+        }
         if (this.remain === 0 && this.mode === MODE_COLLECT) {
           const full = this.coll!;
           this.coll = null;
