@@ -75,6 +75,25 @@ function writeAll(fd: number, s: string): void {
   }
 }
 
+// Control characters (and the Unicode line breaks some viewers honour) in a log line would let a
+// client forge lines: a user, database or application name is the client's to choose, and a
+// server message may span lines. They are written as escapes instead, so one event is one line.
+const UNSAFE = /[\x00-\x1f\x7f\x85\u2028\u2029]/;
+const UNSAFE_ALL = /[\x00-\x1f\x7f\x85\u2028\u2029]/g;
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+function escapeChar(c: string): string {
+  const named = NAMED[c];
+  if (named !== undefined) return named;
+  const code = c.charCodeAt(0);
+  return code > 0xff ? `\\u${code.toString(16).padStart(4, '0')}` : `\\x${code.toString(16).padStart(2, '0')}`;
+}
+
+/** `s` with control characters and line breaks escaped (`\n`, `\x1b`, `\u2028`). */
+export function escapeLogText(s: string): string {
+  return UNSAFE.test(s) ? s.replace(UNSAFE_ALL, escapeChar) : s;
+}
+
 export class Logger {
   private readonly sink = new Sink();
   private readonly p: PinoLogger<Level, true>;
@@ -161,7 +180,7 @@ export class Logger {
       else this.p[level]({ conn }, msg);
       return;
     }
-    this.sink.write(`${formatLogTime(Date.now())} [${this.pid}] ${LEVEL_TEXT[LEVELS[level]]} ${conn === null ? '' : conn + ' '}${msg}\n`);
+    this.sink.write(`${formatLogTime(Date.now())} [${this.pid}] ${LEVEL_TEXT[LEVELS[level]]} ${conn === null ? '' : escapeLogText(conn) + ' '}${escapeLogText(msg)}\n`);
   }
 }
 

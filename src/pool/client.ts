@@ -221,6 +221,13 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   private onLoginData(chunk: Buffer): void {
     this.loginBuf = this.loginBuf === null ? chunk : Buffer.concat([this.loginBuf, chunk]);
     this.processLogin();
+    // Bytes that cannot be processed now (login paused for auth_query or peer credentials, or
+    // the pool's first server login still running) stay in the kernel: stop reading until then,
+    // as PgBouncer does, instead of buffering whatever the client sends. Only with bytes in hand:
+    // during a TLS handshake the socket must keep reading.
+    if (this.loginBuf !== null && !this.closed && (this.loginPaused || this.state !== ClientState.LOGIN)) {
+      this.socket.pause();
+    }
   }
 
   /** Pause login processing (e.g. while the TLS handshake or auth_query runs). */
@@ -231,6 +238,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   resumeLogin(): void {
     this.loginPaused = false;
     this.processLogin();
+    if (!this.closed && !this.loggedIn && !this.loginPaused && this.state === ClientState.LOGIN) this.socket.resume();
   }
 
   private processLogin(): void {
@@ -280,11 +288,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
         this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
         return;
       }
-      if (b.length < len) {
-        // PgBouncer reads the startup packet in one go and refuses a partial one
-        this.fail('client sent partial pkt in startup phase');
-        return;
-      }
+      // the rest of the packet may come in later reads (PgBouncer waits for it since 1.23);
+      // a client that never sends it is closed by client_login_timeout
+      if (b.length < len) return;
       this.consume(len);
       this.onStartupPacket(b, len);
     }
@@ -302,6 +308,13 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       return;
     }
     if (code === SSL_REQUEST_CODE) {
+      // anything sent before our one-byte answer would be read as if it had come through TLS
+      // (CVE-2021-23214), and with TLS off a client that does not wait for the answer is
+      // broken: PgBouncer refuses both
+      if (this.pendingLoginBytes > 0) {
+        this.fail('received unencrypted data after SSL request');
+        return;
+      }
       if (acceptClientTls(this)) return;
       this.socket.write('N');
       return;
@@ -560,6 +573,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     const rest = this.loginBuf;
     this.loginBuf = null;
     if (rest !== null) this.stream.feed(rest);
+    // reading may have stopped while the login waited (onLoginData); the stream pauses it
+    // again itself when it has to wait
+    if (!this.closed && !this.stream.isWaiting) this.socket.resume();
   }
 
   /** PgBouncer's own BackendKeyData: 8 random bytes, the top bit of the first cleared. */

@@ -20,11 +20,6 @@ export function acceptClientTls(client: Client): boolean {
   const conf = clientTls();
   // no TLS over a Unix socket (PgBouncer answers N there too), nor a second time
   if (conf === null || client.isUnix || client.tlsInfo !== '') return false;
-  if (client.pendingLoginBytes > 0) {
-    // bytes sent before our answer would be taken as if they came through TLS (CVE-2021-23214)
-    client.fail('received unencrypted data after SSL request');
-    return true;
-  }
   client.socket.write('S');
   upgrade(client, conf, null, false);
   return true;

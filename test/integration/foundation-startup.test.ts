@@ -285,10 +285,32 @@ describe('malformed and truncated startup packets', () => {
     await assertServing();
   });
 
-  test('a startup packet whose body is incomplete: "client sent partial pkt in startup phase" (PgBouncer does not wait for the rest)', async () => {
+  test('a startup packet that arrives in several reads is put together (as PgBouncer 1.23+ does)', async () => {
     const full = startupMessage({ user: 'md5_user', database: TEST_DB });
-    await expectFatal(full.subarray(0, 10), 'client sent partial pkt in startup phase');
-    await expectFatal(full.subarray(0, full.length - 1), 'client sent partial pkt in startup phase');
+    for (const cuts of [[10], [3, 9], [full.length - 1], [1, 2, 3, 4, 5, 6, 7, 8]]) {
+      const c = await WireClient.connect(target(b));
+      let at = 0;
+      for (const cut of [...cuts, full.length]) {
+        await c.write(full.subarray(at, cut));
+        at = cut;
+        await sleep(30);
+      }
+      const m = await c.readMessage(3000);
+      assert.equal(m.type, 'R', `cut at ${cuts.join(',')}: an authentication request`);
+      assert.equal(m.body.readInt32BE(0), AUTH.MD5);
+      c.destroy();
+    }
+    await assertServing();
+  });
+
+  test('an SSLRequest with more bytes behind it in the same write: "received unencrypted data after SSL request" (TLS off)', async () => {
+    const off = b.logOffset();
+    const c = await WireClient.connect(target(b));
+    const port = c.socket.localPort;
+    await c.write([sslRequest(), startupMessage({ user: 'md5_user', database: TEST_DB })]);
+    await c.expectError({ severity: 'FATAL', code: '08P01', message: 'received unencrypted data after SSL request', onlySCM: true, closed: true });
+    c.destroy();
+    await b.waitForLog(new RegExp(`C-0x[0-9a-f]+: \\(nodb\\)/\\(nouser\\)@127\\.0\\.0\\.1:${port} closing because: received unencrypted data after SSL request \\(age=0s\\)$`), 3000, off);
     await assertServing();
   });
 
@@ -320,11 +342,13 @@ describe('malformed and truncated startup packets', () => {
       return seen;
     };
     const full = startupMessage({ user: 'md5_user', database: TEST_DB });
-    const [partial, midAuth] = await Promise.all([
+    const [partial, partialBody, midAuth] = await Promise.all([
       stall(full.subarray(0, 4), '(nodb)/(nouser)'), // half a packet header
+      stall(full.subarray(0, 12), '(nodb)/(nouser)'), // part of the packet's body
       stall(full, `${TEST_DB}/md5_user`), // startup sent, the md5 challenge never answered
     ]);
     assert.deepEqual(partial, []);
+    assert.deepEqual(partialBody, []);
     assert.deepEqual(midAuth, [`R${AUTH.MD5}`]);
     await assertServing();
   });

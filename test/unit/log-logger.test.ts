@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Logger, formatLogTime, formatShowTime, type LogSubject } from '../../src/log/logger.js';
+import { Logger, escapeLogText, formatLogTime, formatShowTime, type LogSubject } from '../../src/log/logger.js';
 
 const pad = (n: number, w = 2): string => String(n).padStart(w, '0');
 
@@ -117,5 +117,27 @@ test('log_format = json: one pino record per line with level, time, pid, msg and
       assert.equal(r.pid, process.pid);
       assert.equal(typeof r.time, 'number');
     }
+  });
+});
+
+test('control characters and line breaks from names and messages are escaped: one event, one line', () => {
+  assert.equal(escapeLogText('plain text'), 'plain text');
+  assert.equal(escapeLogText('a\nb\rc\td'), 'a\\nb\\rc\\td');
+  assert.equal(escapeLogText('\x00\x1b[31m\x7f\x85'), '\\x00\\x1b[31m\\x7f\\x85');
+  assert.equal(escapeLogText('x\u2028y\u2029z'), 'x\\u2028y\\u2029z');
+  assert.equal(escapeLogText('héllo → ok'), 'héllo → ok');
+  withLogger((l, read) => {
+    const forged = '2026-01-01 00:00:00.000 UTC [1] LOG C-0x1: db/admin@127.0.0.1:1 login attempt';
+    const evil: LogSubject = { logPrefix: () => `C-0x7f0000000010: db/user\n${forged}@127.0.0.1:5432` };
+    l.conn('log', evil, `login attempt: db=db user=user\n${forged}`);
+    l.log(`server said: first line\nsecond line`);
+    l.setJson(true);
+    l.conn('log', evil, `json\n${forged}`);
+    const lines = read();
+    assert.equal(lines.length, 3, lines.join('\n'));
+    assert.ok(LINE.test(lines[0]!) && LINE.test(lines[1]!));
+    assert.ok(lines[0]!.includes(`db/user\\n${forged}@`));
+    assert.ok(lines[1]!.endsWith('server said: first line\\nsecond line'));
+    assert.equal((JSON.parse(lines[2]!) as { msg: string }).msg, `json\n${forged}`);
   });
 });

@@ -1,0 +1,157 @@
+// A client whose bytes cannot be processed yet must not be read without limit. While a login
+// waits (for the pool's first server login, or for auth_query's server) pgbun stops reading the
+// client's socket, as PgBouncer does: what the client sends stays in the kernel and in the
+// client's own buffers, pgbun's memory does not grow, and once the login can go on everything
+// the client sent is processed in order.
+//
+// A gate stands between pgbun and PostgreSQL: it accepts pgbun's server connection and holds it
+// without a word until the test opens it, so the login waits exactly as long as the test wants.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
+import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
+import { freePort, sleep } from '../lib/procs.js';
+import { query, startupMessage, WireClient } from '../lib/wire.js';
+import { login, roleUserlist } from '../lib/txpool.js';
+
+const pg = await sharedPostgres();
+
+/** A TCP gate in front of PostgreSQL: connections are held silent until open(). */
+class Gate {
+  private server!: net.Server;
+  port = 0;
+  private opened = false;
+  private held: net.Socket[] = [];
+
+  async start(): Promise<void> {
+    this.port = await freePort();
+    this.server = net.createServer((s) => {
+      s.on('error', () => {});
+      if (this.opened) this.pipe(s);
+      else {
+        s.pause();
+        this.held.push(s);
+      }
+    });
+    await new Promise<void>((resolve) => this.server.listen(this.port, '127.0.0.1', resolve));
+  }
+
+  private pipe(s: net.Socket): void {
+    const up = net.connect(pg.port, pg.host);
+    up.on('error', () => s.destroy());
+    s.on('close', () => up.destroy());
+    up.on('close', () => s.destroy());
+    s.pipe(up);
+    up.pipe(s);
+    s.resume();
+  }
+
+  open(): void {
+    this.opened = true;
+    for (const s of this.held.splice(0)) this.pipe(s);
+  }
+
+  close(): void {
+    for (const s of this.held.splice(0)) s.destroy();
+    this.server.close();
+  }
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** One Query message of about `mb` megabytes (a long comment), answering 1. */
+function bigQuery(mb: number): Buffer {
+  return query(`SELECT 1 AS one -- ${'x'.repeat(mb * 1024 * 1024)}`);
+}
+
+const SENT_MB = 64;
+
+describe('a login that waits stops reading its client', () => {
+  let gate: Gate;
+  let gate2: Gate;
+  let B: TestPgbun;
+
+  before(async () => {
+    gate = new Gate();
+    await gate.start();
+    gate2 = new Gate();
+    await gate2.start();
+    B = await startPgbun({
+      ini: {
+        pgbouncer: {
+          auth_type: 'trust',
+          pool_mode: 'transaction',
+          server_connect_timeout: 60,
+          server_login_retry: 1,
+          query_wait_timeout: 60,
+        },
+        databases: {
+          gated: `host=127.0.0.1 port=${gate.port} dbname=${TEST_DB}`,
+          gated2: `host=127.0.0.1 port=${gate2.port} dbname=${TEST_DB}`,
+          direct: pgConnstr(pg, { dbname: TEST_DB }),
+        },
+      },
+      userlist: roleUserlist(),
+    });
+  });
+
+  after(async () => {
+    await B?.stop();
+    gate?.close();
+    gate2?.close();
+  });
+
+  test(`waiting for the pool's first server login: ${SENT_MB} MB sent stay with the client; all of it is answered once the server is up`, async () => {
+    const pid = B.proc.pid!;
+    const rssBefore = rssMb(pid);
+    const c = await WireClient.connect({ host: B.host, port: B.port });
+    // startup and, without waiting for the welcome, a 64 MB query
+    void c.write([startupMessage({ user: 'trust_user', database: 'gated' }), bigQuery(SENT_MB)]).catch(() => {});
+    await sleep(1500);
+    // pgbun read at most what fits in its socket buffers: most of it is still in ours
+    const unsent = c.socket.writableLength / (1024 * 1024);
+    assert.ok(unsent > SENT_MB / 2, `only ${unsent.toFixed(1)} MB left unsent: pgbun kept reading`);
+    const grown = rssMb(pid) - rssBefore;
+    assert.ok(grown < 40, `pgbun grew by ${grown.toFixed(1)} MB while the login waited`);
+    // the console and other databases keep answering meanwhile
+    const { client: other } = await login(B, 'trust_user', 'direct');
+    assert.equal((await other.query('SELECT 1', 5000)).error, null);
+    other.destroy();
+    // the server comes up: the welcome, then the query's answer
+    gate.open();
+    const msgs = await c.readUntil('Z', 30_000); // the welcome ends with ReadyForQuery
+    assert.ok(msgs.some((m) => m.type === 'R' && m.body.readInt32BE(0) === 0), 'AuthenticationOk');
+    const r = await c.collect(60_000);
+    assert.equal(r.error, null, JSON.stringify(r.error));
+    assert.deepEqual(r.rows, [['1']]);
+    c.destroy();
+  });
+
+  test('several clients flooding while their login waits do not grow pgbun', async () => {
+    const pid = B.proc.pid!;
+    const rssBefore = rssMb(pid);
+    const clients: WireClient[] = [];
+    for (let i = 0; i < 4; i++) {
+      const c = await WireClient.connect({ host: B.host, port: B.port });
+      void c.write([startupMessage({ user: 'trust_user', database: 'gated2' }), Buffer.alloc(32 * 1024 * 1024, 0x51)]).catch(() => {});
+      clients.push(c);
+    }
+    await sleep(1500);
+    const grown = rssMb(pid) - rssBefore;
+    assert.ok(grown < 60, `pgbun grew by ${grown.toFixed(1)} MB for 4 x 32 MB of unread input`);
+    for (const c of clients) {
+      assert.ok(c.socket.writableLength > 16 * 1024 * 1024, 'most of the flood is still with the client');
+      c.destroy();
+    }
+    // pgbun goes on
+    const { client: other } = await login(B, 'trust_user', 'direct');
+    assert.equal((await other.query('SELECT 1', 5000)).error, null);
+    other.destroy();
+  });
+});
