@@ -97,6 +97,8 @@ export function findServer(client: Client): boolean {
     if (server !== null) return link(client, server);
   }
   client.waitStartUs = nowUs();
+  // query_wait_notify: one NOTICE per wait, not per connection
+  client.waitNotified = false;
   client.setState(ClientState.WAITING, pool.waitingClients);
   if (!poolerState.paused && !pool.db.paused) launchNewConnection(pool);
   return false;
