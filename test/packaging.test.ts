@@ -324,7 +324,7 @@ describe('.deb', () => {
 
   test('extracted: an integration test file passes against it (PGBUN_BIN)', () => {
     // the smoke subset: session pooling, cancel, parameters, pool limits (about 6 s)
-    const file = path.join(REPO_ROOT, 'dist', 'test', 'integration', 'foundation-session.test.js');
+    const file = path.join(REPO_ROOT, 'dist', 'test', 'integration', 'session-pooling.test.js');
     assert.ok(fs.existsSync(file), `${file} exists`);
     // NODE_TEST_CONTEXT would make the nested runner report to our runner instead of stdout
     const { NODE_TEST_CONTEXT: _ctx, ...env } = process.env;

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
-import { login, roleUserlist } from '../lib/txpool.js';
+import { login, roleUserlist } from '../lib/pool-helpers.js';
 import { adminLogin, expectTag } from './admin-lib.js';
 
 const pg = await sharedPostgres();

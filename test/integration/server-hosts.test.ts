@@ -14,7 +14,7 @@ import { startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { WireClient } from '../lib/wire.js';
-import { closingRe, ensureDatabase, expectFatal, login, roleUserlist } from '../lib/txpool.js';
+import { closingRe, ensureDatabase, expectFatal, login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_hosts';

@@ -23,7 +23,7 @@ import {
   serverPids,
   settlesWithin,
   waitUntil,
-} from '../lib/txpool.js';
+} from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_modes';

@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { assertPgbenchClean, pgbench, type PgbenchResult } from '../lib/clients.js';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
-import { closingRe, sampleWhile, serverCount } from '../lib/txpool.js';
+import { closingRe, sampleWhile, serverCount } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 // one role per pgbun instance: each instance's idle servers are counted separately

@@ -8,7 +8,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { WireClient, cancelRequest, startupMessage } from '../lib/wire.js';
-import { closingRe, expectFatal, login, roleUserlist, waitUntil } from '../lib/txpool.js';
+import { closingRe, expectFatal, login, roleUserlist, waitUntil } from '../lib/pool-helpers.js';
 import { adminLogin, show } from './admin-lib.js';
 
 const pg = await sharedPostgres();

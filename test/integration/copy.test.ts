@@ -11,7 +11,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { message, query, type WireClient } from '../lib/wire.js';
-import { ensureDatabase, login, roleUserlist, settlesWithin } from '../lib/txpool.js';
+import { ensureDatabase, login, roleUserlist, settlesWithin } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_copy';

@@ -24,7 +24,7 @@ import {
   serverCount,
   serverPids,
   waitUntil,
-} from '../lib/txpool.js';
+} from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DBS = ['txp_lim', 'txp_lim0', 'txp_limmin', 'txp_limres', 'txp_limdb', 'txp_lima', 'txp_limb'];

@@ -25,7 +25,7 @@ import {
   type WireClient,
   type WireMessage,
 } from '../lib/wire.js';
-import { ensureDatabase, expectFatal, login, roleUserlist, serverPids, waitUntil } from '../lib/txpool.js';
+import { ensureDatabase, expectFatal, login, roleUserlist, serverPids, waitUntil } from '../lib/pool-helpers.js';
 import { sleep } from '../lib/procs.js';
 
 const pg = await sharedPostgres();

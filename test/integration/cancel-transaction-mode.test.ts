@@ -9,7 +9,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { cancelRequest, sendCancel, WireClient, type LoginResult } from '../lib/wire.js';
-import { ensureDatabase, login, roleUserlist } from '../lib/txpool.js';
+import { ensureDatabase, login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_cancel';

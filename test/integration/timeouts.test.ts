@@ -22,7 +22,7 @@ import {
   roleUserlist,
   serverPids,
   waitUntil,
-} from '../lib/txpool.js';
+} from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_tmo';
