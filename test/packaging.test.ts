@@ -1,4 +1,4 @@
-// The packages (issue 7): `node packaging/build.mjs --fast` (what `npm run package` runs, with
+// The packages: `node packaging/build.mjs --fast` (what `npm run package` runs, with
 // quick compression; a fresh build in packaging/out of either kind is reused), then
 //  - the single executable: version, help, runs without any Node.js on the system's PATH;
 //  - the .deb: control fields, conffiles, maintainer scripts, file list and modes, lintian

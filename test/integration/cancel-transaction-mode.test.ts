@@ -1,4 +1,4 @@
-// Issue 3, "Cancel" (spec §7.4) in transaction mode: a CancelRequest with pgbun's key reaches the
+// Cancel requests in transaction mode: a CancelRequest with pgbun's key reaches the
 // server the client is linked to at that moment, and never a server that has since been given to
 // another client; cancels for idle or queued clients are dropped (`cancel request for idle
 // client`); an unknown key is dropped (`failed cancel request`).

@@ -1,4 +1,4 @@
-// Issue 3: COPY in every pool mode (session, transaction, statement), spec §7.2 and §7.6: COPY
+// COPY in every pool mode (session, transaction, statement): COPY
 // FROM STDIN and TO STDOUT with the raw protocol, psql's \copy and the `postgres` driver; a
 // server in COPY is never released (another client waits); CopyFail; a COPY that fails on bad
 // data while the client is still sending, whose late CopyData/CopyDone after the server was

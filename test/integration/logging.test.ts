@@ -1,4 +1,4 @@
-// Logging (issue 2 item 4): PgBouncer's text lines by default, pino's JSON records with
+// Logging: PgBouncer's text lines by default, pino's JSON records with
 // log_format = json, and `verbose` raising the detail at runtime (SET verbose / RELOAD).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

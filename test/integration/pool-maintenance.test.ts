@@ -1,4 +1,4 @@
-// Issue 3 items that need the admin console to be observed: one server login in flight per pool,
+// Pool upkeep observed through the admin console: one server login in flight per pool,
 // pool_idle_timeout, server_fast_close after RECONNECT, and the cancel queue (at most
 // 2 x pool_size cancel connections, cancel_wait_timeout for the rest).
 import * as net from 'node:net';

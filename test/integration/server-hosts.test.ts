@@ -1,4 +1,4 @@
-// Issue 3, "Hosts" (spec §3.1, §2.5): multi-host `host=a,b` with load_balance_hosts round-robin
+// Server hosts of a [databases] entry: multi-host `host=a,b` with load_balance_hosts round-robin
 // and disable (the second host used after a connect to the first fails), a host name resolved
 // through DNS (`localhost`, and a name that does not resolve: `server DNS lookup failed`), `*`
 // auto-databases (`registered new auto-database: X`) and autodb_idle_timeout.
