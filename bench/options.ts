@@ -170,7 +170,7 @@ function fullMatrix(txPrepared: boolean): BenchCase[] {
   return out;
 }
 
-/** The --quick subset: the cases the goals name, and one of each other kind. */
+/** The --quick subset: the cases the performance goals name, and one of each other kind. */
 const QUICK = new Set([
   'tx -S simple c10',
   'tx -S extended c10',

@@ -1,5 +1,5 @@
 // From runs to the tables: per case and target the mean over rounds, pgbun/PgBouncer ratios (and
-// their spread over the A/B pairs), the memory table, the issue's goals, and the Markdown.
+// their spread over the A/B pairs), the memory table, the performance goals, and the Markdown.
 
 import type { MemoryResult } from './memory.js';
 import type { BenchCase, Options } from './options.js';
@@ -117,7 +117,7 @@ export function summarizeMemory(runs: MemoryResult[]): MemorySummary[] {
   });
 }
 
-/** The goals of issue 6, checked against this run (null: not measured in this run). */
+/** pgbun's performance goals, checked against this run (null: not measured in this run). */
 export function checkGoals(cases: CaseSummary[], memory: MemorySummary[]): Goal[] {
   const goals: Goal[] = [];
   const tpsGoal = (ids: string[], label: string): void => {
@@ -264,7 +264,7 @@ export function markdown(res: Results): string {
     }
     L.push('');
   }
-  L.push('## Goals (issue 6)');
+  L.push('## Performance goals');
   L.push('');
   for (const g of res.goals) L.push(`- ${g.met === null ? '–' : g.met ? 'met' : '**not met**'}: ${g.goal}: ${g.value}`);
   L.push('');

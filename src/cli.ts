@@ -1,4 +1,5 @@
-// Command line (spec §6.1), parsed with commander but answering like PgBouncer's getopt:
+// Command line (https://www.pgbouncer.org/usage.html), parsed with commander but answering like
+// PgBouncer's getopt:
 //   pgbun [-d] [-R] [-q] [-v]... [-u USER] CONFIG      pgbun -V | -h      pgbun --check CONFIG
 import { Command, CommanderError } from 'commander';
 import { VERSION_STRING } from './version.js';

@@ -1,4 +1,4 @@
-// Process startup and shutdown, in PgBouncer's order (spec §6.1): load config (fatal on error)
+// Process startup and shutdown, in PgBouncer's order: load config (fatal on error)
 // -> TLS setup -> switch user -> refuse root -> Unix socket in use? -> pidfile check ->
 // daemonize -> listen -> write pidfile -> `process up`.
 import { cf, installSettings } from './config/current.js';

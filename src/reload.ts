@@ -1,4 +1,4 @@
-// RELOAD and SIGHUP (spec §1 "Defaults on reload", §3, §4): re-read the ini on top of the
+// RELOAD and SIGHUP: re-read the ini on top of the
 // settings in force (reloadable keys with a default are reset at each [pgbouncer] header, the
 // rest are kept; non-reloadable keys are ignored), the auth_file only if its stat() changed, the
 // HBA and ident files always; reopen the log file (rotation), re-apply TLS, then apply databases

@@ -1,4 +1,4 @@
-// The packages (issue 7): `node packaging/build.mjs --fast` (what `npm run package` runs, with
+// The packages: `node packaging/build.mjs --fast` (what `npm run package` runs, with
 // quick compression; a fresh build in packaging/out of either kind is reused), then
 //  - the single executable: version, help, runs without any Node.js on the system's PATH;
 //  - the .deb: control fields, conffiles, maintainer scripts, file list and modes, lintian
@@ -324,7 +324,7 @@ describe('.deb', () => {
 
   test('extracted: an integration test file passes against it (PGBUN_BIN)', () => {
     // the smoke subset: session pooling, cancel, parameters, pool limits (about 6 s)
-    const file = path.join(REPO_ROOT, 'dist', 'test', 'integration', 'foundation-session.test.js');
+    const file = path.join(REPO_ROOT, 'dist', 'test', 'integration', 'session-pooling.test.js');
     assert.ok(fs.existsSync(file), `${file} exists`);
     // NODE_TEST_CONTEXT would make the nested runner report to our runner instead of stdout
     const { NODE_TEST_CONTEXT: _ctx, ...env } = process.env;

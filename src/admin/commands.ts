@@ -1,7 +1,8 @@
-// Console commands (spec §5.2, §5.4): dispatch after the grammar (grammar.ts), permissions
-// (admin_users: everything; stats_users: SHOW except FDS), the control commands with their tags,
-// errors and `... command issued` log lines, SET, and the replies of commands that wait (PAUSE,
-// SUSPEND, WAIT_CLOSE answer only when done; meanwhile the admin's further queries are held).
+// Console commands (https://www.pgbouncer.org/usage.html#admin-console): dispatch after the grammar
+// (grammar.ts), permissions (admin_users: everything; stats_users: SHOW except FDS), the control
+// commands with their tags, errors and `... command issued` log lines, SET, and the replies of
+// commands that wait (PAUSE, SUSPEND, WAIT_CLOSE answer only when done; meanwhile the admin's
+// further queries are held).
 import { cf } from '../config/current.js';
 import { SettingError, setSetting } from '../config/settings.js';
 import { log } from '../log/logger.js';
@@ -104,7 +105,7 @@ function replyWhen(ctx: Ctx, tag: string, done: () => boolean): void {
 }
 
 /**
- * A CancelRequest with the key of an admin client (spec §5.1): an admin waiting for PAUSE or
+ * A CancelRequest with the key of an admin client: an admin waiting for PAUSE or
  * SUSPEND gives up, and the pooler resumes as with RESUME.
  */
 export function adminCancelRequest(target: Client): void {
@@ -143,7 +144,7 @@ function dbArg(ctx: Ctx, arg: string, verb: string): PgDatabase | null {
 }
 
 // ---------------------------------------------------------------------------------------------
-// control commands (spec §5.4)
+// process control commands (https://www.pgbouncer.org/usage.html#process-controlling-commands)
 
 function cmdPause(ctx: Ctx, arg: string): void {
   if (!requireAdmin(ctx)) return;

@@ -1,5 +1,6 @@
-// The admin console: database `pgbouncer` (spec §5.1). Access rules, the welcome, and the
-// simple-Query-only message loop; commands themselves are in commands.ts.
+// The admin console: database `pgbouncer` (https://www.pgbouncer.org/usage.html#admin-console).
+// Access rules, the welcome, and the simple-Query-only message loop; commands themselves are in
+// commands.ts.
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
 import { F_QUERY } from '../protocol/constants.js';

@@ -1,5 +1,5 @@
-// Console command grammar (spec §5.2): a port of the three POSIX regexes of PgBouncer's admin.c,
-// case-insensitive, tried in PgBouncer's order:
+// Console command grammar (https://www.pgbouncer.org/usage.html#admin-console): a port of the three
+// POSIX regexes of PgBouncer's admin.c, case-insensitive, tried in PgBouncer's order:
 //   WORD [WORD] [;]            e.g. `SHOW POOLS`, `PAUSE "my db";`
 //   SET WORD (=|TO) 'string'   value with '' escapes
 //   SET WORD (=|TO) WORD

@@ -1,7 +1,8 @@
-// The console's SHOW commands (spec §5.3): PgBouncer 1.25's exact column names, order and type
-// OIDs, values in its units and formats. Monitoring tools parse these by column name, so the
-// tables below are the contract; test/integration/admin-show.test.ts checks them one by one.
-// Every function returns a result set; commands.ts sends it.
+// The console's SHOW commands (https://www.pgbouncer.org/usage.html#show-commands): PgBouncer
+// 1.25's exact column names, order and type OIDs, values in its units and formats. Monitoring tools
+// parse these by column name, so the tables below are the contract;
+// test/integration/admin-show.test.ts checks them one by one. Every function returns a result set;
+// commands.ts sends it.
 import type net from 'node:net';
 import { cf } from '../config/current.js';
 import { showConfigRows } from '../config/settings.js';
@@ -27,7 +28,7 @@ export interface ResultSet {
   rows: Value[][];
 }
 
-// column types (spec §5.2): text, int4, int8, numeric, bytea
+// the column types PgBouncer's console uses: text, int4, int8, numeric, bytea
 const t = (name: string): Column => ({ name, typeOid: 25, typeLen: -1 });
 const i = (name: string): Column => ({ name, typeOid: 23, typeLen: 4 });
 const q = (name: string): Column => ({ name, typeOid: 20, typeLen: 8 });
@@ -274,7 +275,7 @@ export function showLists(): ResultSet {
   return { cols: [t('list'), i('items')], rows };
 }
 
-/** SHOW USERS pool sizes: text, `%9d`, '' when the user has no own value (spec §5.3). */
+/** SHOW USERS pool sizes as PgBouncer prints them: text, `%9d`, '' when the user has none. */
 function padded(v: number | null | undefined): string {
   return v === null || v === undefined ? '' : String(v).padStart(9);
 }

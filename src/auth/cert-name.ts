@@ -1,5 +1,5 @@
 // auth_type=cert: does the client certificate name the user? libtls's tls_check_name() rules,
-// which PgBouncer uses (spec §4.2): subjectAltName entries of the name's kind (DNS for a name,
+// which PgBouncer uses: subjectAltName entries of the name's kind (DNS for a name,
 // IP Address for an IP literal) are authoritative when present (RFC 6125 §6.4.4: the CN is then
 // not consulted), else the subject CommonName; case-insensitive; `*.` wildcard only as the
 // whole left-most label, matching exactly one label.

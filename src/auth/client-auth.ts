@@ -1,4 +1,4 @@
-// One password exchange with a client (spec §4.2): cleartext, md5 or SCRAM-SHA-256, against the
+// One password exchange with a client: cleartext, md5 or SCRAM-SHA-256, against the
 // stored secret of a known user or a mock secret for an unknown one. An unknown user goes
 // through the same exchange and fails only at the end, with the same message as a wrong
 // password, so probing cannot tell which user names exist.

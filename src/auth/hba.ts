@@ -1,8 +1,9 @@
-// auth_hba_file: PgBouncer's subset of pg_hba.conf (spec §4.3), parsed the way PgBouncer's
-// hba.c does: a small tokenizer (white space and commas separate, `"..."` quotes with `""` for
-// a quote, `#` ends the line), first matching rule wins, unparseable lines are skipped with a
-// warning while the rest still loads. Keywords are case-sensitive and only unquoted:
-// `"all"` is a database or user literally named all.
+// auth_hba_file: PgBouncer's subset of pg_hba.conf
+// (https://www.pgbouncer.org/config.html#hba-file-format), parsed the way PgBouncer's hba.c does: a
+// small tokenizer (white space and commas separate, `"..."` quotes with `""` for a quote, `#` ends
+// the line), first matching rule wins, unparseable lines are skipped with a warning while the rest
+// still loads. Keywords are case-sensitive and only unquoted: `"all"` is a database or user
+// literally named all.
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';

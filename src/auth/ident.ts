@@ -1,4 +1,4 @@
-// auth_ident_file: user name maps for HBA `map=` (cert and peer), spec §4.3. Lines are
+// auth_ident_file: user name maps for HBA `map=` (cert and peer). Lines are
 // `mapname system-user db-user`; db-user `all` (unquoted) accepts any database user. Unlike
 // PostgreSQL's pg_ident.conf there are no regular expressions, no +group and no include:
 // such lines are skipped with a warning, like unparseable HBA lines.

@@ -1,5 +1,5 @@
-// Choosing and starting the client authentication method (spec §4.2, §4.3): auth_type, or the
-// matching auth_hba_file rule; auth_query first when the user is not in auth_file (§4.4).
+// Choosing and starting the client authentication method: auth_type, or the matching
+// auth_hba_file rule; auth_query first when the user is not in auth_file.
 // Called once the startup packet is accepted and the connection limits are checked; ends in
 // client.afterAuth(), client.startPassword() or client.fail().
 import { cf } from '../config/current.js';

@@ -1,5 +1,5 @@
 // The credentials of the process at the other end of a Unix-socket connection (SO_PEERCRED),
-// needed by HBA `peer` (spec §4.3) and by the same-uid `pgbouncer` console login.
+// needed by HBA `peer` and by the same-uid `pgbouncer` console login.
 //
 // How, and why this way: node:net has no getsockopt(), and only `node:` APIs may be used (no
 // native addon). The alternatives were looked at:

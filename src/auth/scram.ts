@@ -1,7 +1,7 @@
 // SCRAM-SHA-256 (RFC 5802 / RFC 7677) as PostgreSQL speaks it, both ways:
 //   ScramServerExchange - a client authenticating to pgbun;
 //   ScramClientExchange - pgbun logging in to PostgreSQL, with a password or with the keys
-//                         recovered from a client's exchange (SCRAM pass-through, spec §4.5).
+//                         recovered from a client's exchange (SCRAM pass-through).
 // No channel binding: we never advertise SCRAM-SHA-256-PLUS, so a gs2 header of `n,,` or `y,,`
 // is accepted and `p=...` refused, as PostgreSQL does without TLS.
 //
@@ -20,7 +20,7 @@ export const SCRAM_RAW_NONCE_LEN = 18;
 /** PostgreSQL's SCRAM_DEFAULT_SALT_LEN. */
 export const SCRAM_SALT_LEN = 16;
 
-// PgBouncer's client-facing texts (spec §8); the caller sends them as FATAL 08P01.
+// PgBouncer's client-facing texts; the caller sends them as FATAL 08P01.
 export const SASL_AUTH_FAILED = 'SASL authentication failed';
 export const INVALID_SASL_MECHANISM = 'client selected an invalid SASL authentication mechanism';
 // Server-login failure reasons; the caller prefixes `server login failed: `.

@@ -1,4 +1,4 @@
-// pgbun logging in to PostgreSQL (spec §4.5): the StartupMessage of a server connection and the
+// pgbun logging in to PostgreSQL: the StartupMessage of a server connection and the
 // answers to the server's authentication requests, from the pool user's stored secret (or the
 // database entry's password= for a forced user). A SCRAM secret can only answer SCRAM, and only
 // with the keys a client's SCRAM login left behind (pass-through).
@@ -20,7 +20,7 @@ export class ServerLogin {
 
   constructor(private readonly server: Server) {}
 
-  /** Send the StartupMessage: database, the entry's session settings, then user (§3.1). */
+  /** Send the StartupMessage: database, the entry's session settings, then user (as PgBouncer). */
   start(): void {
     const db = this.server.pool.db;
     const params: Array<[string, string]> = [['database', db.dbname]];
@@ -83,7 +83,7 @@ export class ServerLogin {
           this.scram = new ScramClientExchange({ password: s.password });
         } else if (s.kind === 'scram' && user.scramClientKey !== null && user.scramServerKey !== null &&
           this.server.pool.db.forcedUser !== user) {
-          // pass-through: only for the user the client logged in as, never a forced user= (§4.5)
+          // pass-through: only for the user the client logged in as, never a forced user=
           this.scram = new ScramClientExchange({ clientKey: user.scramClientKey, serverKey: user.scramServerKey });
         } else {
           return WRONG_TYPE;

@@ -1,7 +1,8 @@
-// PgBouncer's own `key=value ...` syntax of [databases], [users] and [peers] values (reference
-// §3), not libpq's. Ported from loader.c's cstr_get_pair, including its quirks (checked against
-// 1.18): only a space separates (a tab is an ordinary character: `host=y<TAB>port=5` is one host
-// value), the one character after a closing quote is swallowed, integers are atoi (`12x` = 12).
+// PgBouncer's own `key=value ...` syntax of [databases], [users] and [peers] values
+// (https://www.pgbouncer.org/config.html#section-databases), not libpq's. Ported from loader.c's
+// cstr_get_pair, including its quirks (checked against 1.18): only a space separates (a tab is an
+// ordinary character: `host=y<TAB>port=5` is one host value), the one character after a closing
+// quote is swallowed, integers are atoi (`12x` = 12).
 import type { DatabaseDef, LoadBalanceHosts, PeerDef, PoolMode, UserDef } from './types.js';
 import { cAtoi } from './cvalues.js';
 

@@ -1,5 +1,5 @@
 // Loads pgbouncer.ini into settings, databases, users and peers with PgBouncer's rules for
-// startup and reload (reference §1, §3). Every problem names file and line.
+// startup and reload (https://www.pgbouncer.org/config.html). Every problem names file and line.
 import type { ConfigProblem, DatabaseDef, PeerDef, UserDef } from './types.js';
 import { IniValueError, located, parseIniFile } from './parser.js';
 import { ConnstrError, RESERVED_AUTH_DBNAME, parseDatabase, parsePeer, parseUser } from './connstr.js';

@@ -1,4 +1,4 @@
-// The pgbouncer.ini reader: libusual's cfparser, not a generic ini (reference §1). Notably
+// The pgbouncer.ini reader: libusual's cfparser, not a generic ini. Notably
 // `;`/`#` start a comment only at the start of a line, `%include` paths are relative to the
 // current working directory, and there is no quoting of values. Texts of every message are
 // PgBouncer's (checked against 1.18; quoted keys are 1.25).

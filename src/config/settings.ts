@@ -1,6 +1,6 @@
 // Every `[pgbouncer]` key: one table that the loader, admin SET and SHOW CONFIG all read, so a
-// key's type, default and reload rule are stated exactly once. Semantics are PgBouncer 1.25
-// (HEAD) as described in the reference §1-§2; value parsing follows libusual's cf_set_*.
+// key's type, default and reload rule are stated exactly once. Semantics are PgBouncer 1.25's
+// (https://www.pgbouncer.org/config.html); value parsing follows libusual's cf_set_*.
 import type { PoolMode } from './types.js';
 import { formatG, parseCDouble, parseCInt, parseCUint, secondsToUsec } from './cvalues.js';
 
@@ -362,7 +362,7 @@ export function resetDefaults(s: Settings, opts: { startup: boolean }): void {
   }
 }
 
-/** "Defaults on reload" (reference §1): reset every reloadable key with a non-NULL default. */
+/** Reload, as PgBouncer: reset every reloadable key with a non-NULL default before reading. */
 export function resetReloadableDefaults(s: Settings): void {
   resetDefaults(s, { startup: false });
 }

@@ -1,4 +1,4 @@
-// auth_file (userlist.txt) reader, ported from PgBouncer's load_auth_file (reference §4.1) and
+// auth_file (userlist.txt) reader, ported from PgBouncer's load_auth_file and
 // checked against 1.18: `"user" "secret"` records, `""` = a quote, `;` comment lines. A line
 // that does not start with a quote (a `#` "comment" included) stops reading with `broken auth
 // file`: users before it stay loaded, the ones after it are lost. Note the C code looks for the

@@ -1,4 +1,4 @@
-// auth_user / auth_query / auth_dbname (spec §4.4): the secret of a user that is not in
+// auth_user / auth_query / auth_dbname: the secret of a user that is not in
 // auth_file is looked up on the server. The client, not logged in yet, borrows a server
 // connection of the pool (auth database, auth_user) the normal way - it waits in that pool like
 // any client - and runs the query on it with the extended protocol, `$1` = the user name. The

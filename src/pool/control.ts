@@ -1,4 +1,4 @@
-// Live operations on the pooler (spec §5.4, §6.2): PAUSE, RESUME, SUSPEND, KILL, KILL_CLIENT,
+// Live operations on the pooler: PAUSE, RESUME, SUSPEND, KILL, KILL_CLIENT,
 // RECONNECT, WAIT_CLOSE, DISABLE/ENABLE and the SHUTDOWN modes, as mechanics on the registry.
 // The admin console (admin/commands.ts) and the signal handlers (process/signals.ts) call these;
 // the pooler's own transitions (pooler.ts) already keep servers from being handed out while

@@ -1,5 +1,5 @@
 // Applying a loaded config to the registry: databases, users and auth_file secrets, at start
-// and on RELOAD (spec §1, §3, §4.1), and auto-databases made from the `*` entry.
+// and on RELOAD, and auto-databases made from the `*` entry.
 import type { DatabaseDef } from '../config/types.js';
 import type { LoadedConfig } from '../config/load.js';
 import { parseSecret } from '../auth/secret.js';
@@ -31,10 +31,10 @@ function sameServerDefinition(a: DatabaseDef, b: DatabaseDef): boolean {
 }
 
 /**
- * Install users (auth_file + [users]) and databases. On reload, users keep existing (they are
- * never deleted, spec §4.1) but lose a password the file no longer gives; changed databases get
- * a new generation (their servers are closed when released); removed ones are returned so the
- * caller can close their connections.
+ * Install users (auth_file + [users]) and databases. On reload, users keep existing (as in
+ * PgBouncer, they are never deleted) but lose a password the file no longer gives; changed
+ * databases get a new generation (their servers are closed when released); removed ones are
+ * returned so the caller can close their connections.
  */
 export function applyConfig(cfg: LoadedConfig, authUsers: Map<string, string> | null): PgDatabase[] {
   if (authUsers !== null) {

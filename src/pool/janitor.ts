@@ -1,4 +1,4 @@
-// The one periodic task (PgBouncer's janitor, every ~1/3 s): every timeout of §7.3, server
+// The one periodic task (PgBouncer's janitor, every ~1/3 s): every client and query timeout, server
 // health (check delay, lifetime, idle timeout), min_pool_size upkeep, reserve pool, retries
 // after failed logins, auto-database expiry. One timer for the whole process, not one per
 // connection.

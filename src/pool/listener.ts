@@ -1,4 +1,4 @@
-// Listening sockets (spec §6.3): TCP on each listen_addr (`*` = every IPv4 and IPv6 address)
+// Listening sockets: TCP on each listen_addr (`*` = every IPv4 and IPv6 address)
 // and the Unix socket <unix_socket_dir>/.s.PGSQL.<listen_port>.
 import fs from 'node:fs';
 import net from 'node:net';

@@ -21,7 +21,7 @@ export class PgUser {
   /** current server connections / client connections of this user, over all pools */
   serverCount = 0;
   clientCount = 0;
-  /** SCRAM pass-through keys recovered from a client's proof (spec §4.5) */
+  /** SCRAM pass-through keys recovered from a client's proof */
   scramClientKey: Buffer | null = null;
   scramServerKey: Buffer | null = null;
 

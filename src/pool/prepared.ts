@@ -1,4 +1,5 @@
-// Protocol-level prepared statements in transaction and statement mode (spec §7.5).
+// Protocol-level prepared statements in transaction and statement mode, as PgBouncer 1.21+ does
+// them (max_prepared_statements, https://www.pgbouncer.org/config.html#max_prepared_statements).
 //
 // A client's named statement lives on whatever server it gets next, so names are rewritten:
 // one global entry per (query text + parameter types) named PGBOUNCER_<n>; each client maps its

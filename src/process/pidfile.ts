@@ -1,5 +1,5 @@
-// pidfile handling (spec §6.1): refuse to start if it names a live process, remove a stale one,
-// create it exclusively once listening, remove it at exit.
+// pidfile handling, as PgBouncer does it: refuse to start if it names a live process, remove a
+// stale one, create it exclusively once listening, remove it at exit.
 import fs from 'node:fs';
 import { log } from '../log/logger.js';
 

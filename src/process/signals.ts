@@ -1,4 +1,4 @@
-// Signals (spec §6.2, PgBouncer >= 1.23 semantics):
+// Signals (PgBouncer >= 1.23 semantics, https://www.pgbouncer.org/usage.html#signals):
 //   HUP   reload (= RELOAD)
 //   INT   SHUTDOWN WAIT_FOR_SERVERS; a second INT/TERM exits at once
 //   TERM  SHUTDOWN WAIT_FOR_CLIENTS; a second INT/TERM exits at once

@@ -1,4 +1,4 @@
-// TLS towards clients (client_tls_*, spec §2.6, §7.1): SSLRequest answered 'S' and the accepted
+// TLS towards clients (client_tls_*): SSLRequest answered 'S' and the accepted
 // socket upgraded in place, or a connection that starts right away with a TLS ClientHello
 // (PostgreSQL 17's sslnegotiation=direct, ALPN `postgresql`). Login processing pauses during
 // the handshake and resumes on the TLS socket.
@@ -82,7 +82,7 @@ function upgrade(client: Client, conf: ClientSideTls, hello: Buffer | null, dire
 function checkPeer(sock: tls.TLSSocket, conf: ClientSideTls): string | null {
   const cert = sock.getPeerCertificate();
   const hasCert = cert !== null && Object.keys(cert).length > 0;
-  // allow/prefer/require check no certificate (spec §2.6; auth_type=cert checks it itself,
+  // allow/prefer/require check no certificate (auth_type=cert checks it itself,
   // clientCertificate()); verify-ca/verify-full need one that verifies against the CA
   if (!conf.requireCert) return null;
   if (!hasCert) return 'TLS client certificate required';

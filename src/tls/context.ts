@@ -1,4 +1,4 @@
-// TLS configuration (client_tls_* / server_tls_*, spec §2.6, §2.7): the settings turned into
+// TLS configuration (client_tls_* / server_tls_*): the settings turned into
 // node:tls SecureContexts, built at startup and on RELOAD / SET. The files are read anew each
 // time. A failed rebuild keeps the configuration in force (PgBouncer: "TLS settings could not be
 // applied, still using old configuration"); a changed server-side configuration marks the

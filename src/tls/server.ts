@@ -1,4 +1,4 @@
-// TLS towards PostgreSQL (server_tls_*, spec §2.7). TCP server connections with
+// TLS towards PostgreSQL (server_tls_*). TCP server connections with
 // server_tls_sslmode prefer/require/verify-ca/verify-full send an SSLRequest first; 'S' wraps
 // the socket with node:tls, 'N' continues in plain text for prefer and closes the connection
 // for require and above. disable and allow (PgBouncer: "try plain") never ask; Unix-socket

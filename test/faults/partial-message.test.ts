@@ -18,7 +18,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { makeTempDir, sleep } from '../lib/procs.js';
 import { message, query, type WireClient } from '../lib/wire.js';
-import { ensureDatabase, login, logLines, roleUserlist, serverPids, settlesWithin, waitUntil } from '../lib/txpool.js';
+import { ensureDatabase, login, logLines, roleUserlist, serverPids, settlesWithin, waitUntil } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'fault_partial';

@@ -1,5 +1,6 @@
-// Issue 4: the console's control commands (reference §5.4): each command's effect, tag, errors
-// and log line; PAUSE/RESUME under pgbench without a failed transaction; the SHUTDOWN modes.
+// The console's process control commands (https://www.pgbouncer.org/usage.html): each command's
+// effect, tag, errors and log line; PAUSE/RESUME under pgbench without a failed transaction; the
+// SHUTDOWN modes.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { assertPgbenchClean, pgbench } from '../lib/clients.js';

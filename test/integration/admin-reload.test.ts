@@ -1,4 +1,4 @@
-// Issue 4: RELOAD (and SIGHUP) semantics, reference §1 "Defaults on reload", §3, §4.1: defaults
+// RELOAD (and SIGHUP) with PgBouncer's semantics: defaults
 // restored for reloadable keys, NULL-default keys kept, startup-only keys ignored, auth_file
 // re-read only when its stat changed, changed databases' servers closed when released, removed
 // databases dropped, pool sizes live, a broken file keeps the pooler running (F0000), and pgbench

@@ -1,6 +1,6 @@
-// Issue 4: the admin console's access rules, grammar and every SHOW command. Column lists are
-// checked against the tables below (copied from the reference §5.3: name, order, type OID and
-// length, and RowDescription's fixed fields); values are checked in scenarios.
+// The admin console's access rules, grammar and every SHOW command. Column lists are checked
+// against the tables below (PgBouncer 1.25's columns: name, order, type OID and length, and
+// RowDescription's fixed fields); values are checked in scenarios.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -17,7 +17,7 @@ import {
 const pg = await sharedPostgres();
 
 // ---------------------------------------------------------------------------------------------
-// the column tables (reference §5.3; t=text i=int4 q=int8 n=numeric b=bytea)
+// the column tables of PgBouncer 1.25 (t=text i=int4 q=int8 n=numeric b=bytea)
 
 const SOCKET = 'type t, user t, database t, replication t, state t, addr t, port i, local_addr t, local_port i, ' +
   'connect_time t, request_time t, wait i, wait_us i, close_needed i, ptr t, link t, remote_pid i, tls t, ' +

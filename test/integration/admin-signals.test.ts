@@ -1,4 +1,4 @@
-// Issue 4: signals with PgBouncer >= 1.23 semantics (reference §6.2) and `-R`.
+// Signals with PgBouncer >= 1.23 semantics (https://www.pgbouncer.org/usage.html#signals) and `-R`.
 //   HUP reload · INT = SHUTDOWN WAIT_FOR_SERVERS · TERM = SHUTDOWN WAIT_FOR_CLIENTS · a second
 //   INT/TERM exits at once · QUIT exits at once · USR1 PAUSE · USR2 RESUME (ignored while
 //   shutting down).

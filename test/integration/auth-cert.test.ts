@@ -1,4 +1,4 @@
-// Issue 5 item 4: auth_type = cert (spec §4.2): a verified client certificate whose name
+// auth_type = cert: a verified client certificate whose name
 // (subjectAltName DNS entries, else the CommonName; wildcards) is the user name. Failures are
 // FATAL "certificate authentication failed" with the reason in the log.
 

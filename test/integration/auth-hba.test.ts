@@ -1,4 +1,4 @@
-// Issue 5 item 5: auth_type = hba (spec §4.3) with one HBA file using every supported line type
+// auth_type = hba with one HBA file using every supported line type
 // (local, host, hostssl, hostnossl), database and user forms (all, sameuser, lists, @files,
 // quoted names), IPv4 with prefix and with a mask column, IPv6, and every method (trust, reject,
 // md5, password, scram-sha-256, cert with map=, peer with and without map=, ldap), unparseable

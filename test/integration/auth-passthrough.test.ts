@@ -1,4 +1,4 @@
-// Issue 5 item 7: SCRAM pass-through (spec §4.5). The userlist holds only the SCRAM secret copied
+// SCRAM pass-through. The userlist holds only the SCRAM secret copied
 // from pg_authid (PostgreSQL has the same secret): a client's SCRAM proof gives pgbun the
 // ClientKey, with which it logs in to PostgreSQL (several server connections, psql, pgbench)
 // and verifies the server's signature with the stored ServerKey. Where pass-through is

@@ -1,9 +1,9 @@
-// Issue 5 item 6: auth_user / auth_query / auth_dbname (spec §4.4): users that are not in
-// auth_file are looked up on the server with the extended protocol ($1 = user name), with
-// HEAD's default query (pg_authid, NULL for expired passwords, only rolcanlogin roles) and
-// 1.18's (pg_shadow); md5 and SCRAM secrets from pg_authid are used for the client and for the
-// server login (SCRAM pass-through); NULL secrets never match; no row = FATAL "no such user";
-// per-database auth_user/auth_query/auth_dbname; query errors and wrong column counts.
+// auth_user / auth_query / auth_dbname: users that are not in auth_file are looked up on the server
+// with the extended protocol ($1 = user name), with PgBouncer 1.25's default query (pg_authid, NULL
+// for expired passwords, only rolcanlogin roles) and 1.18's (pg_shadow); md5 and SCRAM secrets from
+// pg_authid are used for the client and for the server login (SCRAM pass-through); NULL secrets
+// never match; no row = FATAL "no such user"; per-database auth_user/auth_query/auth_dbname; query
+// errors and wrong column counts.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,10 +1,10 @@
-// Logging (issue 2 item 4): PgBouncer's text lines by default, pino's JSON records with
+// Logging: PgBouncer's text lines by default, pino's JSON records with
 // log_format = json, and `verbose` raising the detail at runtime (SET verbose / RELOAD).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
-import { login, roleUserlist } from '../lib/txpool.js';
+import { login, roleUserlist } from '../lib/pool-helpers.js';
 import { adminLogin, expectTag } from './admin-lib.js';
 
 const pg = await sharedPostgres();

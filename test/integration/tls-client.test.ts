@@ -1,4 +1,4 @@
-// Issue 5 item 1: TLS between clients and pgbun (spec §2.6, §7.1, §8): every client_tls_sslmode
+// TLS between clients and pgbun (client_tls_*): every client_tls_sslmode
 // with psql (sslmode, sslrootcert, sslcert/sslkey), pgbench and the pg driver; `SSL required`
 // for plaintext TCP (Unix socket exempt); plaintext pipelined after SSLRequest refused; direct
 // TLS with ALPN `postgresql`; client_tls_protocols/ciphers/tls13_ciphers/ecdhcurve/dheparams;

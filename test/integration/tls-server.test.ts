@@ -1,4 +1,4 @@
-// Issue 5 item 2: TLS between pgbun and PostgreSQL (spec §2.7): every server_tls_sslmode against
+// TLS between pgbun and PostgreSQL (server_tls_*): every server_tls_sslmode against
 // a PostgreSQL started with ssl=on (what the backend sees, from pg_stat_ssl), the CA check of
 // verify-ca and the host name check of verify-full, a client certificate for PostgreSQL's `cert`
 // auth (server_tls_key_file/cert_file), a server without TLS (prefer falls back, require and

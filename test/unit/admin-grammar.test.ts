@@ -1,5 +1,5 @@
-// The console grammar (reference §5.2) and the statistics arithmetic (PgBouncer's calc_average
-// and the `stats:` log line), without sockets.
+// The console grammar (PgBouncer's admin.c regexes) and the statistics arithmetic (PgBouncer's
+// calc_average and the `stats:` log line), without sockets.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseAdminQuery } from '../../src/admin/grammar.js';

@@ -1,23 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../lib/procs.js';
 import { matchHba, parseHbaFile, parseHbaText, parseIp, type HbaConn, type HbaRule } from '../../src/auth/hba.js';
 
-// Tests run from compiled output (dist/ or .tmp/...): the repository root is the first
-// directory above this file that holds package.json; shared/ sits beside the repository.
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('package.json not found above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-  return dir;
-}
-const TESTDATA = resolve(repoRoot(), '../shared/testdata/pgbouncer-hba');
+// PgBouncer's own test data, copied with its licence (see test/fixtures/pgbouncer-hba/README.md).
+const TESTDATA = join(REPO_ROOT, 'test', 'fixtures', 'pgbouncer-hba');
 
 const conn = (c: Partial<HbaConn>): HbaConn => ({
   unix: false,

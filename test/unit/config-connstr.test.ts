@@ -1,4 +1,4 @@
-// [databases], [users] and [peers] value syntax of reference §3 (PgBouncer's loader.c, checked
+// [databases], [users] and [peers] value syntax of PgBouncer's loader.c (checked
 // against 1.18 where it has the key).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -72,7 +72,7 @@ test('[databases]: an empty string is valid (Unix socket, port 5432, dbname = en
     'timezone', 'application_name'] as const) assert.equal(d[k], null, k);
 });
 
-test('[databases]: every key of §3.1', () => {
+test('[databases]: every key PgBouncer knows', () => {
   const s = "dbname=real host=h1,h2 port=5433 user=fu password='p w' auth_user=au " +
     "auth_query='SELECT 1' auth_dbname=adb pool_size=7 min_pool_size=2 reserve_pool_size=3 " +
     "connect_query='SET x=1' pool_mode=transaction max_db_connections=9 max_db_client_connections=11 " +
@@ -130,7 +130,7 @@ test('[databases]: auth_dbname=pgbouncer is refused', () => {
   fails(() => db('auth_dbname=pgbouncer'), 'cannot use the reserved "pgbouncer" database as an auth_dbname');
 });
 
-test('[users]: every key of §3.2; an empty value is allowed', () => {
+test('[users]: every key PgBouncer knows; an empty value is allowed', () => {
   assert.deepEqual({ ...user('') }, {
     name: 'u', pool_mode: null, pool_size: null, reserve_pool_size: null, max_user_connections: null,
     max_user_client_connections: null, query_timeout: null, idle_transaction_timeout: null,

@@ -1,4 +1,4 @@
-// loadConfig: the whole of pgbouncer.ini (reference §1, §3) at startup and on reload.
+// loadConfig: the whole of pgbouncer.ini at startup and on reload, with PgBouncer's rules.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// pgbouncer.ini tokenising rules of reference §1 (libusual cfparser). Error texts were checked
+// pgbouncer.ini tokenising rules of PgBouncer (libusual's cfparser). Error texts were checked
 // against PgBouncer 1.18; single-quoted keys are 1.25.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

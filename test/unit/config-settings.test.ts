@@ -1,5 +1,6 @@
-// The [pgbouncer] settings table against reference §1 ("Value types", "Defaults on reload")
-// and §2 (every key, default, reload flag). Values marked "1.18" were observed on that binary.
+// The [pgbouncer] settings table against PgBouncer 1.25's documented settings
+// (https://www.pgbouncer.org/config.html): every key, its default, its reload flag, the value
+// types and the defaults restored on reload. Values marked "1.18" were observed on that binary.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -25,7 +26,7 @@ function rejects(key: string, value: string): void {
     err.message === `invalid value "${value}" for parameter ${key}`, `${key}=${value}`);
 }
 
-// §2.1-§2.9 as written in the reference: key → [SHOW CONFIG default, reloadable]
+// PgBouncer 1.25's keys: key → [SHOW CONFIG default, reloadable]
 const SPEC: Record<string, [string | null, boolean]> = {
   logfile: ['', true], pidfile: ['', false], listen_addr: ['', false], listen_port: ['6432', false],
   listen_backlog: ['128', false], unix_socket_dir: ['/tmp', false], unix_socket_mode: ['0777', false],
@@ -74,7 +75,7 @@ const SPEC: Record<string, [string | null, boolean]> = {
   log_format: ['text', true],
 };
 
-test('the table has exactly the keys of §2 (plus pgbun extensions), each with its default and reload flag', () => {
+test('the table has exactly PgBouncer\'s keys (plus pgbun extensions), each with its default and reload flag', () => {
   assert.deepEqual(SETTING_DEFS.map((d) => d.name).sort(), Object.keys(SPEC).sort());
   for (const def of SETTING_DEFS) {
     const [dflt, reloadable] = SPEC[def.name]!;
@@ -83,7 +84,7 @@ test('the table has exactly the keys of §2 (plus pgbun extensions), each with i
   }
 });
 
-test('the keys that only apply at startup (changeable=no) are exactly the N keys of §2', () => {
+test('the keys that only apply at startup (changeable=no) are exactly PgBouncer\'s startup-only keys', () => {
   assert.deepEqual(SETTING_DEFS.filter((d) => !d.reloadable).map((d) => d.name), [
     'disable_pqexec', 'job_name', 'listen_addr', 'listen_backlog', 'listen_port', 'pidfile',
     'pkt_buf', 'resolv_conf', 'so_reuseport', 'track_extra_parameters', 'unix_socket_dir',
@@ -91,7 +92,7 @@ test('the keys that only apply at startup (changeable=no) are exactly the N keys
   ]);
 });
 
-test('NULL defaults are exactly the keys §1 lists', () => {
+test('NULL defaults are exactly the keys PgBouncer leaves unset', () => {
   assert.deepEqual(SETTING_DEFS.filter((d) => d.default === null).map((d) => d.name), [
     'auth_dbname', 'auth_file', 'auth_ident_file', 'auth_ldap_options', 'auth_user',
     'client_tls13_ciphers', 'conffile', 'server_tls13_ciphers', 'user', 'verbose',
@@ -106,7 +107,7 @@ test('SETTING_DEFS is sorted alphabetically with unique names (SHOW CONFIG order
   assert.deepEqual(all, [...all].sort());
 });
 
-test('value kinds: times, ints, enums, lists as §1/§2 describe them', () => {
+test('value kinds: times, ints, enums, lists as PgBouncer parses them', () => {
   const kind = (k: string): string | undefined => settingDef(k)?.kind;
   for (const k of ['server_lifetime', 'query_timeout', 'query_wait_timeout', 'client_login_timeout',
     'autodb_idle_timeout', 'dns_max_ttl', 'suspend_timeout', 'reserve_pool_timeout',

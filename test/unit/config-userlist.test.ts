@@ -1,4 +1,4 @@
-// auth_file rules of reference §4.1; the odd cases were observed on PgBouncer 1.18.
+// auth_file rules of PgBouncer's load_auth_file; the odd cases were observed on PgBouncer 1.18.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Issue 3, "Hosts" (spec §3.1, §2.5): multi-host `host=a,b` with load_balance_hosts round-robin
+// Server hosts of a [databases] entry: multi-host `host=a,b` with load_balance_hosts round-robin
 // and disable (the second host used after a connect to the first fails), a host name resolved
 // through DNS (`localhost`, and a name that does not resolve: `server DNS lookup failed`), `*`
 // auto-databases (`registered new auto-database: X`) and autodb_idle_timeout.
@@ -14,7 +14,7 @@ import { startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { WireClient } from '../lib/wire.js';
-import { closingRe, ensureDatabase, expectFatal, login, roleUserlist } from '../lib/txpool.js';
+import { closingRe, ensureDatabase, expectFatal, login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_hosts';

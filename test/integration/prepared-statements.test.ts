@@ -1,5 +1,5 @@
-// Issue 3: protocol-level prepared statements in transaction mode (spec §7.5, §2.1
-// max_prepared_statements): PGBOUNCER_<n> server names shared between clients, synthetic
+// Protocol-level prepared statements in transaction mode (max_prepared_statements, as PgBouncer
+// 1.21+ does them): PGBOUNCER_<n> server names shared between clients, synthetic
 // ParseComplete/CloseComplete in the right place, Parse injected on a server that lacks the
 // statement, the per-server LRU (max_prepared_statements = 2) closing evicted statements,
 // DEALLOCATE ALL / DISCARD ALL, the FATALs for reused and unknown names,
@@ -25,7 +25,7 @@ import {
   type WireClient,
   type WireMessage,
 } from '../lib/wire.js';
-import { ensureDatabase, expectFatal, login, roleUserlist, serverPids, waitUntil } from '../lib/txpool.js';
+import { ensureDatabase, expectFatal, login, roleUserlist, serverPids, waitUntil } from '../lib/pool-helpers.js';
 import { sleep } from '../lib/procs.js';
 
 const pg = await sharedPostgres();

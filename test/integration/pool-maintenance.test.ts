@@ -1,4 +1,4 @@
-// Issue 3 items that need the admin console to be observed: one server login in flight per pool,
+// Pool upkeep observed through the admin console: one server login in flight per pool,
 // pool_idle_timeout, server_fast_close after RECONNECT, and the cancel queue (at most
 // 2 x pool_size cancel connections, cancel_wait_timeout for the rest).
 import * as net from 'node:net';
@@ -8,7 +8,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { WireClient, cancelRequest, startupMessage } from '../lib/wire.js';
-import { closingRe, expectFatal, login, roleUserlist, waitUntil } from '../lib/txpool.js';
+import { closingRe, expectFatal, login, roleUserlist, waitUntil } from '../lib/pool-helpers.js';
 import { adminLogin, show } from './admin-lib.js';
 
 const pg = await sharedPostgres();

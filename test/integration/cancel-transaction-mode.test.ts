@@ -1,4 +1,4 @@
-// Issue 3, "Cancel" (spec §7.4) in transaction mode: a CancelRequest with pgbun's key reaches the
+// Cancel requests in transaction mode: a CancelRequest with pgbun's key reaches the
 // server the client is linked to at that moment, and never a server that has since been given to
 // another client; cancels for idle or queued clients are dropped (`cancel request for idle
 // client`); an unknown key is dropped (`failed cancel request`).
@@ -9,7 +9,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { cancelRequest, sendCancel, WireClient, type LoginResult } from '../lib/wire.js';
-import { ensureDatabase, login, roleUserlist } from '../lib/txpool.js';
+import { ensureDatabase, login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_cancel';

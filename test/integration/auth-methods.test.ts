@@ -1,7 +1,7 @@
-// Issue 2 items 7, 8, 10: client authentication (trust, plain, md5, scram-sha-256) against every
+// Client authentication (trust, plain, md5, scram-sha-256) against every
 // kind of userlist secret (plain, md5, SCRAM copied from pg_authid), server logins to roles that
 // PostgreSQL authenticates with SCRAM, md5 and trust, and every failure with PgBouncer's exact
-// answer (spec §4.2, §4.5, §7.3, §8): pgbun's own errors are FATAL 08P01 with only S/C/M fields,
+// answer: pgbun's own errors are FATAL 08P01 with only S/C/M fields,
 // unknown users and databases are not revealed, server login errors are relayed with the
 // server's SQLSTATE.
 

@@ -1,4 +1,4 @@
-// Issue 3: every pool limit (spec §2.1, §3.1, §3.2, §7.2, §8), in transaction mode: pool_size
+// Every pool limit of PgBouncer, in transaction mode, with PgBouncer's exact errors: pool_size
 // with its per-database and per-user overrides, default_pool_size = 0 (unlimited),
 // min_pool_size upkeep, reserve_pool_size + reserve_pool_timeout (log `taking connection from
 // reserve_pool`), max_db_connections, max_user_connections (evicting an idle server of another
@@ -24,7 +24,7 @@ import {
   serverCount,
   serverPids,
   waitUntil,
-} from '../lib/txpool.js';
+} from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DBS = ['txp_lim', 'txp_lim0', 'txp_limmin', 'txp_limres', 'txp_limdb', 'txp_lima', 'txp_limb'];

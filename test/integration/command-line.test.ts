@@ -1,6 +1,7 @@
-// Issue 2 items 3 and 5: the command line (spec §6.1) and the listeners (§6.3), on the real
-// program: --version / --help / bad options, refusing root, -d and the pidfile rules, the Unix
-// socket (in use, mode, group, psql -h <dir>), listen_addr `*` and lists, and `pgbun --check`.
+// The command line (PgBouncer's options, https://www.pgbouncer.org/usage.html) and the listeners,
+// on the real program: --version / --help / bad options, refusing root, -d and the pidfile rules,
+// the Unix socket (in use, mode, group, psql -h <dir>), listen_addr `*` and lists, and `pgbun
+// --check`.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';

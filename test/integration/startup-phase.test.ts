@@ -1,7 +1,7 @@
-// Issue 2 items 6 and 10: the startup phase through real sockets. SSLRequest / GSSENCRequest,
+// The startup phase through real sockets. SSLRequest / GSSENCRequest,
 // protocol versions, startup parameters (ignore_startup_parameters, options, _pq_.*), malformed
 // and truncated packets, client_login_timeout, max_client_conn, max_packet_size. Every case checks
-// PgBouncer's exact answer (spec §7.1, §7.6, §8: FATAL, SQLSTATE 08P01, only S/C/M, connection
+// PgBouncer's exact answer (FATAL, SQLSTATE 08P01, only S/C/M, connection
 // closed), the `closing because: <reason> (age=Ns)` log line, and that pgbun keeps serving.
 
 import { after, before, describe, test } from 'node:test';

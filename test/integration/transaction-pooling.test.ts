@@ -1,4 +1,4 @@
-// Issue 3: transaction and statement pooling semantics (spec §7.2, §2.1, §2.5, §3): when a server
+// Transaction and statement pooling with PgBouncer's semantics: when a server
 // is linked and released, statement mode's FATAL, pool mode precedence user > database > global,
 // isolation between clients sharing one server (tracked parameters re-applied with one SET batch,
 // application_name_add_host, server_reset_query_always), and a client that disconnects
@@ -23,7 +23,7 @@ import {
   serverPids,
   settlesWithin,
   waitUntil,
-} from '../lib/txpool.js';
+} from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_modes';

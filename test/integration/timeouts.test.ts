@@ -1,4 +1,4 @@
-// Issue 3: every timeout of spec §2.5, §2.8 and §7.3 in transaction mode, with the exact client
+// Every client, server and query timeout of PgBouncer in transaction mode, with the exact client
 // FATAL (08P01, only S/C/M) and the `closing because: <reason> (age=Ns)` log lines:
 // query_timeout (running query: `query timeout`; waiting client: `query_timeout`, per-user
 // override), query_wait_timeout (+ the query_wait_notify NOTICE), idle_transaction_timeout,
@@ -22,7 +22,7 @@ import {
   roleUserlist,
   serverPids,
   waitUntil,
-} from '../lib/txpool.js';
+} from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_tmo';

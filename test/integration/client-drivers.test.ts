@@ -1,9 +1,9 @@
-// Issue 2, "Done when": real clients through pgbun in session mode, configured by a pgbouncer.ini
+// Real clients through pgbun in session mode, configured by a pgbouncer.ini
 // written for PgBouncer (auth_type scram-sha-256 and md5, a userlist holding SCRAM, md5 and plain
 // secrets, PgBouncer's default pool sizes): psql, pgbench (-S and TPC-B, -M simple / extended /
 // prepared, -C), and the `pg` and `postgres` npm drivers, with zero failed transactions.
 //
-// Runtime budget: one 30 s `pgbench -c 50 -j 2 -T 30 -S` (the issue's exact command), every other
+// Runtime budget: one 30 s `pgbench -c 50 -j 2 -T 30 -S`, every other
 // run is a few seconds.
 
 import { after, before, describe, test } from 'node:test';

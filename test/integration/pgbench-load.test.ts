@@ -1,7 +1,7 @@
-// Issue 3: pgbench through pgbun in transaction and statement mode, 100 clients over a pool of
-// default_pool_size = 5, -M simple / extended / prepared, -S and TPC-B. Includes the issue's
-// "Done when": `pgbench -c 100 -j 2 -T 30 -M prepared` in transaction mode finishes with zero
-// failed transactions. Statement mode runs only what is valid there (-S, a script without
+// pgbench through pgbun in transaction and statement mode, 100 clients over a pool of
+// default_pool_size = 5, -M simple / extended / prepared, -S and TPC-B. The long run:
+// `pgbench -c 100 -j 2 -T 30 -M prepared` in transaction mode finishes with zero failed
+// transactions. Statement mode runs only what is valid there (-S, a script without
 // BEGIN); TPC-B in statement mode must fail with the statement-mode error.
 //
 // The number of server connections is sampled from pg_stat_activity during every run (a role of
@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { assertPgbenchClean, pgbench, type PgbenchResult } from '../lib/clients.js';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
-import { closingRe, sampleWhile, serverCount } from '../lib/txpool.js';
+import { closingRe, sampleWhile, serverCount } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 // one role per pgbun instance: each instance's idle servers are counted separately
@@ -84,7 +84,7 @@ function assertOk(b: TestPgbun, off: number, res: { r: PgbenchResult; maxServers
 }
 
 describe('transaction mode, default_pool_size = 5, 100 clients', () => {
-  test('Done when: pgbench -c 100 -j 2 -T 30 -M prepared (TPC-B): zero failed transactions', async () => {
+  test('pgbench -c 100 -j 2 -T 30 -M prepared (TPC-B): zero failed transactions', async () => {
     const off = tx.logOffset();
     const res = await bench(tx, ['-c', '100', '-j', '2', '-T', '30', '-M', 'prepared']);
     assertOk(tx, off, res, 'prepared', TPCB);

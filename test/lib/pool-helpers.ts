@@ -1,4 +1,4 @@
-// Helpers for the transaction/statement pooling tests (test/integration/txpool-*.test.ts):
+// Helpers for the pooling tests (transaction and statement mode, limits, timeouts, COPY, ...):
 // private databases (so that server connections can be counted in pg_stat_activity while other
 // test files share the same PostgreSQL), polling, exact PgBouncer FATAL checks, log matching.
 

@@ -1,8 +1,7 @@
-// Issue 2 item 9 and 10: session pooling through real sockets. CancelRequest forwarding (raw
+// Session pooling through real sockets. CancelRequest forwarding (raw
 // protocol, psql, postgres.js), parameter tracking (startup parameters reach the server, the
 // welcome ParameterStatus set), pool_size limits with waiting clients, server_reset_query, a
-// client leaving mid-transaction or mid-query, and a server killed mid-query (spec §7.1, §7.2,
-// §7.4).
+// client leaving mid-transaction or mid-query, and a server killed mid-query.
 
 import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';

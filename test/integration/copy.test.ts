@@ -1,4 +1,4 @@
-// Issue 3: COPY in every pool mode (session, transaction, statement), spec §7.2 and §7.6: COPY
+// COPY in every pool mode (session, transaction, statement): COPY
 // FROM STDIN and TO STDOUT with the raw protocol, psql's \copy and the `postgres` driver; a
 // server in COPY is never released (another client waits); CopyFail; a COPY that fails on bad
 // data while the client is still sending, whose late CopyData/CopyDone after the server was
@@ -11,7 +11,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { message, query, type WireClient } from '../lib/wire.js';
-import { ensureDatabase, login, roleUserlist, settlesWithin } from '../lib/txpool.js';
+import { ensureDatabase, login, roleUserlist, settlesWithin } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_copy';
