@@ -84,7 +84,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   cancelFor: Client | null = null;
   /** close without a log line */
   silent = false;
-  /** this client's prepared statement names (transaction/statement mode, §7.5) */
+  /** this client's prepared statement names (transaction/statement mode, max_prepared_statements) */
   prepared: Map<string, Entry> | null = null;
   /** counted in db/user client counts (after login) */
   private counted = false;
@@ -191,7 +191,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
   }
 
-  /** Tell the client why and close (FATAL; spec: no ReadyForQuery after it). */
+  /** Tell the client why and close: a FATAL ErrorResponse, no ReadyForQuery after it, as PostgreSQL ends a session. */
   fail(reason: string, sqlstate = '08P01'): void {
     this.flushAuthFinal();
     pooler.disconnectClient(this, true, reason, sqlstate);

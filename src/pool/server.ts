@@ -76,7 +76,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   interceptor: ((type: number, buf: Buffer, start: number, len: number) => Action) | null = null;
   /** prepared-statement rewriting is on for the current link (prepared.active, fixed per link) */
   rewriting = false;
-  /** prepared statements on this server and its queue of outstanding requests (§7.5) */
+  /** prepared statements on this server and its queue of outstanding requests (prepared.ts) */
   prepared: ServerPrepared | null = null;
   /** cancel requests in flight for this server */
   cancelsInFlight = 0;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { startupMessage, WireClient } from '../lib/wire.js';
-import { roleUserlist } from '../lib/txpool.js';
+import { roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 let B: TestPgbun;

@@ -15,7 +15,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { freePort, sleep } from '../lib/procs.js';
 import { query, startupMessage, WireClient } from '../lib/wire.js';
-import { login, roleUserlist } from '../lib/txpool.js';
+import { login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 

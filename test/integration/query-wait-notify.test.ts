@@ -7,7 +7,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { parseErrorFields, query } from '../lib/wire.js';
-import { login, roleUserlist } from '../lib/txpool.js';
+import { login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 let B: TestPgbun;
