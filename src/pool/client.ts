@@ -642,7 +642,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
     const pool = this.pool!;
     const rewrite = server.rewriting;
-    if (rewrite && !complete && (type === F_PARSE || type === F_BIND || type === F_DESCRIBE || type === F_CLOSE)) {
+    // a Bind is rewritten from its head (its names) and its parameters streamed; the others,
+    // and a Bind whose names are not in hand yet, are read whole first
+    if (rewrite && !complete && (type === F_PARSE || type === F_DESCRIBE || type === F_CLOSE ||
+      type === F_BIND && !prepared.bindHeadInHand(buf, start))) {
       return NEED_FULL;
     }
     const now = nowUs();

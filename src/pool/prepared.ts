@@ -274,6 +274,12 @@ function popNoUnref(sp: ServerPrepared): void {
 const PSEUDO_S = 0x53;
 
 export const prepared = {
+  /** An incomplete Bind at buf[start] whose portal and statement names are both in buf. */
+  bindHeadInHand(buf: Buffer, start: number): boolean {
+    const pe = cstrEnd(buf, start + 5, buf.length);
+    return pe >= 0 && cstrEnd(buf, pe + 1, buf.length) >= 0;
+  },
+
   /** rewriting is on in transaction/statement mode with max_prepared_statements > 0 */
   active(pool: PgPool): boolean {
     return cf.max_prepared_statements > 0 && pool.poolMode !== 'session' && !pool.db.admin;
@@ -319,9 +325,12 @@ export const prepared = {
         return HANDLED;
       }
       case F_BIND: {
-        const pe = cstrEnd(buf, start + 5, end);
-        const se = pe < 0 ? -1 : cstrEnd(buf, pe + 1, end);
-        if (!complete || se < 0) {
+        // only the head (portal and statement names) is needed: an incomplete Bind has it in
+        // hand (bindHeadInHand), and its parameters, however large, are streamed
+        const have = complete ? end : buf.length;
+        const pe = cstrEnd(buf, start + 5, have);
+        const se = pe < 0 ? -1 : cstrEnd(buf, pe + 1, have);
+        if (se < 0) {
           client.fail('broken Bind packet');
           return STOP;
         }
@@ -329,7 +338,14 @@ export const prepared = {
           sp.push(F_BIND, ACT_FORWARD);
           return FORWARD;
         }
-        return sendRenamed(client, server, sp, F_BIND, buf, start, end, pe + 1, se);
+        if (complete) return sendRenamed(client, server, sp, F_BIND, buf, start, end, pe + 1, se);
+        const e = lookup(client, buf.toString('utf8', pe + 1, se));
+        if (e === null) return STOP;
+        ensurePrepared(server, sp, e);
+        server.send(rewrite(buf, start, se + 1, pe + 1, se, e.name, len + 1));
+        client.stream.skipHead(se + 1 - start);
+        sp.push(F_BIND, ACT_FORWARD);
+        return FORWARD;
       }
       case F_DESCRIBE: {
         const ne = statementName(client, 'Describe', buf, start, end, complete);
@@ -525,13 +541,18 @@ function ensurePrepared(server: Server, sp: ServerPrepared, e: Entry): void {
   else sendParse(server, sp, e, ACT_SWALLOW, null);
 }
 
-/** The message with buf[nameStart, nameEnd) replaced by `name`. */
-function rewrite(buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number, name: string): Buffer {
+/**
+ * The message buf[start, end) with buf[nameStart, nameEnd) replaced by `name`. `total` is the
+ * whole message's size when buf[start, end) is only its head (the rest is streamed after it).
+ */
+function rewrite(buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number, name: string,
+  total = end - start): Buffer {
   const n = Buffer.byteLength(name);
-  const out = Buffer.allocUnsafe((end - start) - (nameEnd - nameStart) + n);
+  const delta = n - (nameEnd - nameStart);
+  const out = Buffer.allocUnsafe((end - start) + delta);
   buf.copy(out, 0, start, nameStart);
   out.write(name, nameStart - start);
   buf.copy(out, nameStart - start + n, nameEnd, end);
-  out.writeInt32BE(out.length - 1, 1);
+  out.writeInt32BE(total + delta - 1, 1);
   return out;
 }

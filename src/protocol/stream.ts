@@ -55,6 +55,7 @@ export class PacketStream {
   private mode = MODE_FORWARD;
   private readonly hdr = Buffer.allocUnsafe(5);
   private hdrLen = 0;
+  private headSkip = 0;
   private coll: Buffer | null = null;
   private collPos = 0;
   // coalesced forward range, written on flush()
@@ -106,6 +107,16 @@ export class PacketStream {
    */
   get forwardingPartial(): boolean {
     return this.remain > 0 && this.mode === MODE_FORWARD && this.target !== null;
+  }
+
+  /**
+   * From onMessage, before returning FORWARD for a message whose header is not split across
+   * reads: the owner has sent its own version of the message's first `n` bytes (e.g. a Bind with
+   * another statement name); only the rest is forwarded, streamed as it arrives. This is how a
+   * large message is rewritten without holding all of it.
+   */
+  skipHead(n: number): void {
+    this.headSkip = n;
   }
 
   /** Stop for good (connection closing); what was already queued for the peer still goes. */
@@ -210,7 +221,9 @@ export class PacketStream {
             return;
           }
           if (act === STOP) return;
-          if (act === FORWARD && this.target !== null) this.fwdAdd(this.target, full, 0, full.length);
+          const from = this.headSkip;
+          this.headSkip = 0;
+          if (act === FORWARD && this.target !== null) this.fwdAdd(this.target, full, from, full.length);
         }
         continue;
       }
@@ -259,6 +272,7 @@ export class PacketStream {
 
       if (straddled) {
         // header bytes came from hdr; body (if any) starts at pos in this chunk
+        this.headSkip = 0;
         if (act === FORWARD) {
           if (this.target !== null) this.fwdAdd(this.target, Buffer.from(this.hdr), 0, 5);
           this.remain = len - 4;
@@ -278,11 +292,14 @@ export class PacketStream {
       }
 
       if (act === FORWARD) {
+        // the owner may have sent a rewritten head of the message itself (skipHead)
+        const from = start + this.headSkip;
+        this.headSkip = 0;
         if (complete) {
-          if (this.target !== null) this.fwdAdd(this.target, chunk, start, start + total);
+          if (this.target !== null) this.fwdAdd(this.target, chunk, from, start + total);
           pos = start + total;
         } else {
-          if (this.target !== null) this.fwdAdd(this.target, chunk, start, n);
+          if (this.target !== null) this.fwdAdd(this.target, chunk, from, n);
           this.remain = total - (n - start);
           this.mode = MODE_FORWARD;
           pos = n;
