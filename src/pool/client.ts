@@ -640,7 +640,6 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     } else if (server.internal !== Internal.NONE) {
       return WAIT;
     }
-    const pool = this.pool!;
     const rewrite = server.rewriting;
     // a Bind is rewritten from its head (its names) and its parameters streamed; the others,
     // and a Bind whose names are not in hand yet, are read whole first
@@ -663,13 +662,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       server.pendingRfq++;
       server.unsynced = false;
     } else if (type !== F_FLUSH) {
+      // Parse and Bind counters (SHOW STATS) count named statements only, and only where
+      // pgbun manages them (prepared.ts), as PgBouncer counts them
       server.unsynced = true;
-      if (type === F_PARSE) {
-        pool.stats.clientParseCount++;
-        if (!rewrite) pool.stats.serverParseCount++;
-      } else if (type === F_BIND) {
-        pool.stats.bindCount++;
-      }
     }
     this.requestTimeUs = now;
     if (rewrite) return prepared.onClientMessage(this, server, type, len, buf, start, complete);

@@ -302,9 +302,9 @@ export const prepared = {
         }
         if (ne === start + 5) {
           sp.push(F_PARSE, ACT_FORWARD);
-          server.pool.stats.serverParseCount++;
           return FORWARD;
         }
+        server.pool.stats.clientParseCount++;
         const name = buf.toString('utf8', start + 5, ne);
         const map = clientMap(client);
         if (map.has(name)) {
@@ -338,6 +338,7 @@ export const prepared = {
           sp.push(F_BIND, ACT_FORWARD);
           return FORWARD;
         }
+        server.pool.stats.bindCount++;
         if (complete) return sendRenamed(client, server, sp, F_BIND, buf, start, end, pe + 1, se);
         const e = lookup(client, buf.toString('utf8', pe + 1, se));
         if (e === null) return STOP;
