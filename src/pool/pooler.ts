@@ -520,6 +520,8 @@ export function openServer(pool: PgPool): Server {
     if (server.closed) return;
     if (addr === null) {
       pool.lastConnectFailedUs = nowUs();
+      // like a failed connect: with load_balance_hosts = disable the next host is tried next
+      advanceHost(pool.db);
       disconnectServer(server, false, 'server DNS lookup failed');
       return;
     }

@@ -159,6 +159,21 @@ describe('multiple hosts', () => {
 });
 
 describe('host names (DNS)', () => {
+  test('load_balance_hosts = disable, first host name does not resolve: the second host is used after the lookup fails, and kept', async () => {
+    const b = await bouncer({ server_login_retry: 0.3 }, { nodns1: conn('no-such-host.invalid,127.0.0.2', 'pool_size=2 load_balance_hosts=disable') });
+    const off = b.logOffset();
+    const c = await cl(b, 'nodns1');
+    const r = await c.query('SELECT current_database()', 10_000);
+    assert.equal(r.error, null, JSON.stringify(r.error));
+    assert.deepEqual(r.rows, [[DB]]);
+    await b.waitForLog(/S-0x[0-9a-f]+: nodns1\/trust_user@\S+ closing because: server DNS lookup failed/, 1000, off);
+    const off2 = b.logOffset();
+    await c.terminate();
+    await busy(b, 'nodns1', 2);
+    assert.ok(newConnAddrs(b, 'nodns1', off2).every((a) => a === '127.0.0.2'));
+    assert.doesNotMatch(b.log().slice(off2), /DNS lookup failed/);
+  });
+
   test('host=localhost is resolved: the server connection goes to its address', async () => {
     const b = await bouncer({}, { dns: conn('localhost') });
     const off = b.logOffset();
