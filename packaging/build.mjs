@@ -190,7 +190,7 @@ async function bundle(outfile) {
     entryPoints: [cli],
     bundle: true,
     platform: 'node',
-    target: 'node20',
+    target: 'node24',
     // a single executable application runs one CommonJS script
     format: 'cjs',
     outfile,
@@ -200,7 +200,7 @@ async function bundle(outfile) {
     banner: {
       js: [
         '// pgbun single executable (packaging/build.mjs).',
-        '// Node 20 puts the invoked name into argv[1] of a single executable; pgbun takes',
+        '// Node (20 and 24) puts the invoked name into argv[1] of a single executable; pgbun takes',
         '// argv[1] === execPath to mean "no script path" (the -d re-exec relies on it).',
         "if (require('node:sea').isSea()) process.argv[1] = process.execPath;",
         "process.env.PGBUN_MAIN = '1';",
@@ -302,9 +302,9 @@ function rfc2822(epoch) {
 /** The executable: this node binary, stripped, with the bundle injected as its SEA blob. */
 async function buildExecutable(bundleFile, exe) {
   if (!process.config.variables.single_executable_application) fail(`node ${process.version} at ${process.execPath} has no single executable application support`);
-  const [major, minor] = process.versions.node.split('.').map(Number);
-  // disableExperimentalSEAWarning and node:sea's isSea() need 20.12
-  if (major < 20 || (major === 20 && minor < 12)) fail(`node ${process.version}: 20.12 or newer is needed to build the executable`);
+  const [major] = process.versions.node.split('.').map(Number);
+  // the executable is this node: it must be one pgbun supports (package.json engines: >= 24)
+  if (major < 24) fail(`node ${process.version}: pgbun's executable is built from the node that runs this, and pgbun needs Node.js 24 or newer`);
   const nodeBin = fs.readFileSync(process.execPath);
   if (!nodeBin.includes(SEA_FUSE)) fail(`${process.execPath} lacks the single executable fuse`);
 
@@ -465,8 +465,8 @@ async function buildRpm(ctx) {
 
 function shlibsDepends(exe) {
   // dpkg-shlibdeps (dpkg-dev) knows the minimal versions; without it, the values it gave for
-  // Node.js 20 on Debian 12 x86-64
-  const fallback = 'libc6 (>= 2.34), libgcc-s1 (>= 3.4), libstdc++6 (>= 5.2)';
+  // Node.js 24 (the official build) on Debian 12 x86-64
+  const fallback = 'libc6 (>= 2.34), libgcc-s1 (>= 3.4), libstdc++6 (>= 10.2)';
   if (!have('dpkg-shlibdeps')) return fallback;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgbun-shlibs-'));
   try {

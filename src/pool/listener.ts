@@ -1,5 +1,6 @@
-// Listening sockets: TCP on each listen_addr (`*` = every IPv4 and IPv6 address)
-// and the Unix socket <unix_socket_dir>/.s.PGSQL.<listen_port>.
+// Listening sockets: TCP on each listen_addr (`*` = every IPv4 and IPv6 address),
+// with SO_REUSEPORT when so_reuseport = 1, and the Unix socket
+// <unix_socket_dir>/.s.PGSQL.<listen_port>.
 import fs from 'node:fs';
 import net from 'node:net';
 import dns from 'node:dns/promises';
@@ -77,14 +78,60 @@ async function tcpAddresses(): Promise<string[]> {
   return out;
 }
 
+/** The runtime as a log line names it: `node v24.1.0`, `Bun 1.2.0`. */
+function runtimeName(): string {
+  const bun = (process.versions as Record<string, string | undefined>).bun;
+  return bun !== undefined ? `Bun ${bun}` : `node ${process.version}`;
+}
+
+/**
+ * Does this runtime set SO_REUSEPORT for `reusePort` in listen() options (node 22.12+/23.1+)?
+ * One that does not know the option ignores it silently, so this tries it: a second listener
+ * with reusePort on the port of a first one (a fresh ephemeral loopback port, so that no client
+ * lands on the probe) succeeds only where the option is applied. null: no loopback address to
+ * try it on (the real listen() then tells).
+ */
+export async function reusePortWorks(): Promise<boolean | null> {
+  for (const host of ['127.0.0.1', '::1']) {
+    const opts = { host, ipv6Only: host.includes(':'), reusePort: true };
+    const a = net.createServer();
+    const b = net.createServer();
+    try {
+      try {
+        await listenOne(a, { ...opts, port: 0 });
+      } catch {
+        continue; // no such loopback address here
+      }
+      const addr = a.address();
+      if (addr === null || typeof addr !== 'object') continue;
+      try {
+        await listenOne(b, { ...opts, port: addr.port });
+        return true;
+      } catch {
+        return false; // EADDRINUSE where reusePort was ignored; ENOTSUP where the OS lacks it
+      }
+    } finally {
+      a.close();
+      b.close();
+    }
+  }
+  return null;
+}
+
 /** Open every listener; throws StartupError with PgBouncer's text when it cannot. */
 export async function startListening(): Promise<void> {
   const addrs = await tcpAddresses();
+  // so_reuseport = 1 for several processes on one port: refuse to start without it rather than
+  // start a process whose second sibling then cannot listen
+  const reusePort = cf.so_reuseport !== 0;
+  if (reusePort && addrs.length > 0 && (await reusePortWorks()) === false) {
+    throw new StartupError(`so_reuseport is not supported by this runtime (${runtimeName()}): it needs reusePort in net.Server.listen(), Node.js 22.12 or newer`);
+  }
   let ok = 0;
   for (const host of addrs) {
     const srv = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => onConnection(s, false));
     try {
-      await listenOne(srv, { host, port: cf.listen_port, backlog: cf.listen_backlog, ipv6Only: host.includes(':') });
+      await listenOne(srv, { host, port: cf.listen_port, backlog: cf.listen_backlog, ipv6Only: host.includes(':'), ...(reusePort ? { reusePort } : {}) });
       tcpServers.push(srv);
       ok++;
       log.log(`listening on ${host.includes(':') ? `[${host}]` : host}:${cf.listen_port}`);

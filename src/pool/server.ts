@@ -191,7 +191,9 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     } else {
       this.addr = ip ?? host;
       this.port = port;
-      sock.connect({ host: this.addr, port, noDelay: true });
+      // TCP_NODELAY: applySocketOptions() on connect (node reads noDelay only when a Socket is
+      // constructed, never from connect(): the option that used to be here did nothing)
+      sock.connect({ host: this.addr, port });
     }
   }
 

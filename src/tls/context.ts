@@ -199,6 +199,10 @@ function buildClientSide(): ClientSideTls | null {
   if (ecdh !== undefined) opts.ecdhCurve = ecdh;
   const dh = dhOption(cf.client_tls_dheparams);
   if (dh !== undefined) opts.dhparam = dh;
+  // OpenSSL 3.5 (node 24) defaults to security level 2, which refuses DH parameters under 2048
+  // bits ("Error setting temp DH parameter"); `legacy` asks for the 1024-bit group on purpose,
+  // so its context gets level 1 (what node 20's OpenSSL 3.0 used), unless the ciphers name one.
+  if (dh !== undefined && dh !== 'auto' && !/@SECLEVEL=/i.test(opts.ciphers!)) opts.ciphers += ':@SECLEVEL=1';
   let context: tls.SecureContext;
   try {
     context = makeContext('client', opts);

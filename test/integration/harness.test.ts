@@ -2,7 +2,7 @@
 // method, the raw protocol client and the real clients work against it, pgbench data exists,
 // startPgbun can drive a PgBouncer-compatible binary, and nothing outlives a test process.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parsePgbenchSummary, pgbench, pgClient, psql, postgresJs, type ConnOpts } from '../lib/clients.js';
 import { formatUserlist, pgConnstr, startPgbun } from '../lib/pgbun.js';
 import { ROLES, sharedPostgres, TEST_DB } from '../lib/postgres.js';
-import { freePort, isAlive, sleep } from '../lib/procs.js';
+import { asUser, freePort, isAlive, isRoot, makeTempDir, serverOsUser, sleep, type OsUser } from '../lib/procs.js';
 import {
   AUTH,
   bindMessage,
@@ -239,6 +239,59 @@ tps = 411.345678 (without initial connection time)
     const ports = await Promise.all([freePort(), freePort(), freePort()]);
     assert.equal(new Set(ports).size, 3);
     for (const p of ports) assert.ok(p >= 20000 && p <= 32000, String(p));
+  });
+
+  // `npm run demo` as a user other than the one whose run made the folder: freePort in a child
+  // process as `postgres`, with its own TMPDIR (the state of the machine's /tmp is left alone)
+  describe('port reservations across users', { skip: isRoot() ? false : 'needs root, to run as postgres' }, () => {
+    const procsUrl = new URL('../lib/procs.js', import.meta.url).href;
+    const freePortIn = (tmp: string, user: OsUser | null, umask = 0o022): { port: number; dir: string } => {
+      const script = `process.umask(${umask}); const m = await import(${JSON.stringify(procsUrl)}); ` +
+        'const port = await m.freePort(); console.log(JSON.stringify({ port, dir: m.portReservationDir() }));';
+      const env: NodeJS.ProcessEnv = { ...process.env, TMPDIR: tmp };
+      delete env.PGBUN_TEST_PIDDIR;
+      const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8', ...asUser(user) });
+      return JSON.parse(out.trim().split('\n').pop()!);
+    };
+    const tmpFor = (): string => {
+      const tmp = makeTempDir('pgbun-ports-', null);
+      fs.chmodSync(tmp, 0o1777);
+      return tmp;
+    };
+    const mode = (p: string): number => fs.lstatSync(p).mode & 0o7777;
+
+    test('a folder that root made 1755 (umask 022): another user reserves in its own folder; root sets it to 1777', () => {
+      const pgUser = serverOsUser()!;
+      const tmp = tmpFor();
+      const shared = path.join(tmp, 'pgbun-test-ports');
+      fs.mkdirSync(shared);
+      fs.chmodSync(shared, 0o1755);
+      const asPostgres = freePortIn(tmp, pgUser);
+      assert.equal(asPostgres.dir, `${shared}-${pgUser.uid}`);
+      assert.equal(mode(asPostgres.dir), 0o700);
+      assert.equal(fs.lstatSync(asPostgres.dir).uid, pgUser.uid);
+      // root's next run repairs the shared folder, and then both users share it
+      assert.equal(freePortIn(tmp, null).dir, shared);
+      assert.equal(mode(shared), 0o1777);
+      assert.equal(freePortIn(tmp, pgUser).dir, shared);
+    });
+
+    test('on a fresh machine the first user makes the shared folder 1777 whatever its umask, and root uses it too', () => {
+      const pgUser = serverOsUser()!;
+      const tmp = tmpFor();
+      const shared = path.join(tmp, 'pgbun-test-ports');
+      const first = freePortIn(tmp, pgUser, 0o077);
+      assert.equal(first.dir, shared);
+      assert.equal(mode(shared), 0o1777);
+      assert.ok(first.port >= 20000 && first.port <= 32000, String(first.port));
+      assert.equal(freePortIn(tmp, null, 0o077).dir, shared);
+    });
+
+    test('a symlink in place of the shared folder is not followed', () => {
+      const tmp = tmpFor();
+      fs.symlinkSync(tmp, path.join(tmp, 'pgbun-test-ports'));
+      assert.equal(freePortIn(tmp, serverOsUser()!).dir, path.join(tmp, `pgbun-test-ports-${serverOsUser()!.uid}`));
+    });
   });
 
   test('formatUserlist quotes and escapes', () => {

@@ -133,13 +133,53 @@ function ephemeralRange(): [number, number] {
 
 const PORT_LO = 20000;
 const PORT_HI = 32000;
-const portDir = path.join(os.tmpdir(), 'pgbun-test-ports');
 const reservedPorts = new Set<number>();
+let portDirCache: string | null = null;
+
+/**
+ * The folder of port reservations. One for all users of the machine, so that their test runs
+ * (the demo too) never pick the same port: $TMPDIR/pgbun-test-ports, sticky and writable by all.
+ * mkdir's mode goes through the umask (a root-made folder used to end up 1755, and every other
+ * user's freePort then found "no free port"), so the mode is set with chmod, and a folder of
+ * ours with other bits (left by an older harness) is set right. When the shared folder cannot
+ * be used (someone else's folder without those bits, or not a plain folder: a symlink would
+ * send our files elsewhere), this user's own $TMPDIR/pgbun-test-ports-<uid> (0700) serves
+ * instead; two users can then pick the same port at the same moment, and the bind check in
+ * freePort is what keeps a port that is in use out.
+ */
+export function portReservationDir(): string {
+  if (portDirCache !== null) return portDirCache;
+  const uid = process.getuid?.() ?? -1;
+  const shared = path.join(os.tmpdir(), 'pgbun-test-ports');
+  const own = `${shared}-${uid}`;
+  const ready = (dir: string, mode: number): boolean => {
+    try {
+      fs.mkdirSync(dir, { mode });
+      fs.chmodSync(dir, mode);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return false;
+    }
+    try {
+      let st = fs.lstatSync(dir);
+      if (!st.isDirectory()) return false;
+      if (st.uid === uid && (st.mode & 0o7777) !== mode) {
+        fs.chmodSync(dir, mode);
+        st = fs.lstatSync(dir);
+      }
+      if (mode === 0o1777) return (st.mode & 0o7777) === 0o1777; // whoever made it: O_EXCL files in it are safe
+      return st.uid === uid && (st.mode & 0o777) === 0o700;
+    } catch {
+      return false;
+    }
+  };
+  if (ready(shared, 0o1777)) return (portDirCache = shared);
+  if (ready(own, 0o700)) return (portDirCache = own);
+  throw new Error(`cannot reserve test ports: neither ${shared} (mode 1777) nor ${own} (mode 0700, ours) is usable`);
+}
 
 /** Reserve `port` across concurrently running test processes (a file per port, O_EXCL). */
 function reservePort(port: number): boolean {
-  fs.mkdirSync(portDir, { recursive: true, mode: 0o1777 });
-  const f = path.join(portDir, String(port));
+  const f = path.join(portReservationDir(), String(port));
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       fs.writeFileSync(f, String(process.pid), { flag: 'wx' });
@@ -147,8 +187,14 @@ function reservePort(port: number): boolean {
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return false;
-      const owner = Number(fs.readFileSync(f, 'utf8').trim());
-      if (owner && isAlive(owner)) return false;
+      let owner = 0;
+      try {
+        owner = Number(fs.readFileSync(f, 'utf8').trim());
+      } catch {
+        return false; // another user's file that we may not read (their umask): theirs
+      }
+      // no pid yet: just created by a process that is about to write it
+      if (!(owner > 0) || isAlive(owner)) return false;
       try {
         fs.unlinkSync(f); // stale: its owner is gone
       } catch {
@@ -192,7 +238,7 @@ export async function freePort(): Promise<number> {
 function releasePort(port: number): void {
   reservedPorts.delete(port);
   try {
-    fs.unlinkSync(path.join(portDir, String(port)));
+    fs.unlinkSync(path.join(portReservationDir(), String(port)));
   } catch {
     /* already gone */
   }
