@@ -4,61 +4,21 @@
 // client's own buffers, pgbun's memory does not grow, and once the login can go on everything
 // the client sent is processed in order.
 //
-// A gate stands between pgbun and PostgreSQL: it accepts pgbun's server connection and holds it
-// without a word until the test opens it, so the login waits exactly as long as the test wants.
+// A gate (test/lib/tcp-gate.ts) stands between pgbun and PostgreSQL: it accepts pgbun's server
+// connection and holds it without a word until the test opens it, so the login waits exactly as
+// long as the test wants.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
-import { freePort, sleep } from '../lib/procs.js';
+import { sleep } from '../lib/procs.js';
+import { TcpGate } from '../lib/tcp-gate.js';
 import { query, startupMessage, WireClient } from '../lib/wire.js';
 import { login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
-
-/** A TCP gate in front of PostgreSQL: connections are held silent until open(). */
-class Gate {
-  private server!: net.Server;
-  port = 0;
-  private opened = false;
-  private held: net.Socket[] = [];
-
-  async start(): Promise<void> {
-    this.port = await freePort();
-    this.server = net.createServer((s) => {
-      s.on('error', () => {});
-      if (this.opened) this.pipe(s);
-      else {
-        s.pause();
-        this.held.push(s);
-      }
-    });
-    await new Promise<void>((resolve) => this.server.listen(this.port, '127.0.0.1', resolve));
-  }
-
-  private pipe(s: net.Socket): void {
-    const up = net.connect(pg.port, pg.host);
-    up.on('error', () => s.destroy());
-    s.on('close', () => up.destroy());
-    up.on('close', () => s.destroy());
-    s.pipe(up);
-    up.pipe(s);
-    s.resume();
-  }
-
-  open(): void {
-    this.opened = true;
-    for (const s of this.held.splice(0)) this.pipe(s);
-  }
-
-  close(): void {
-    for (const s of this.held.splice(0)) s.destroy();
-    this.server.close();
-  }
-}
 
 function rssMb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -73,15 +33,13 @@ function bigQuery(mb: number): Buffer {
 const SENT_MB = 64;
 
 describe('a login that waits stops reading its client', () => {
-  let gate: Gate;
-  let gate2: Gate;
+  let gate: TcpGate;
+  let gate2: TcpGate;
   let B: TestPgbun;
 
   before(async () => {
-    gate = new Gate();
-    await gate.start();
-    gate2 = new Gate();
-    await gate2.start();
+    gate = await new TcpGate(pg).start();
+    gate2 = await new TcpGate(pg).start();
     B = await startPgbun({
       ini: {
         pgbouncer: {
