@@ -81,7 +81,7 @@ export function welcomeAdmin(client: Client): void {
   }
   parts.push(msg.backendKeyData(client.newCancelKey()));
   parts.push(msg.readyForQuery('I'));
-  client.setState(ClientState.ACTIVE, client.pool.activeClients);
+  client.changeState(ClientState.ACTIVE);
   client.pool.stats.clientLoginCount++;
   client.enterPooling(Buffer.concat(parts));
 }

@@ -17,6 +17,7 @@ import { registry, type PgDatabase, type PgPool } from '../pool/objects.js';
 import { poolerState } from '../pool/pooler.js';
 import type { Server } from '../pool/server.js';
 import { APPLICATION_NAME, trackedIndex } from '../pool/varcache.js';
+import { CLIENT_STATE_NAMES, ClientState, SERVER_STATE_NAMES, ServerState } from '../pool/state.js';
 import type { PoolStats } from '../stats/counters.js';
 import { periodAverage, totals } from '../stats/period.js';
 import { VERSION_STRING } from '../version.js';
@@ -146,6 +147,14 @@ function socketDebug(sock: net.Socket): Value[] {
   return [0, 0, 0, 0, 0, 0, sock.writableLength];
 }
 
+/** The servers SHOW SOCKETS and SHOW FDS list (not the cancel connections). */
+const SOCKET_SERVER_STATES = [ServerState.ACTIVE, ServerState.IDLE, ServerState.USED, ServerState.TESTED, ServerState.LOGIN];
+
+/** SHOW CLIENTS' state: an active client without a server is shown as idle (1.25). */
+function clientShowState(c: Client): string {
+  return c.state === ClientState.ACTIVE && c.link === null ? 'idle' : CLIENT_STATE_NAMES[c.state].show;
+}
+
 function clientRow(c: Client, state: string, now: number, debug: boolean): Value[] {
   const started = c.queryStartUs !== 0 ? c.queryStartUs : c.waitStartUs;
   const wait = started !== 0 ? Math.max(0, now - started) : 0;
@@ -176,11 +185,9 @@ export function showClients(): ResultSet {
   const now = nowUs();
   const rows: Value[][] = [];
   for (const p of sortedPools()) {
-    // an active client without a server is shown as idle (1.25)
-    for (const c of p.activeClients) rows.push(clientRow(c, c.link !== null ? 'active' : 'idle', now, false));
-    for (const c of p.waitingClients) rows.push(clientRow(c, 'waiting', now, false));
-    for (const c of p.activeCancelReqs) rows.push(clientRow(c, 'active_cancel_req', now, false));
-    for (const c of p.waitingCancelReqs) rows.push(clientRow(c, 'waiting_cancel_req', now, false));
+    for (const list of [p.activeClients, p.waitingClients, p.activeCancelReqs, p.waitingCancelReqs]) {
+      for (const c of list) rows.push(clientRow(c, clientShowState(c), now, false));
+    }
   }
   return { cols: SOCKET_COLS, rows };
 }
@@ -188,15 +195,7 @@ export function showClients(): ResultSet {
 export function showServers(): ResultSet {
   const now = nowUs();
   const rows: Value[][] = [];
-  for (const p of sortedPools()) {
-    for (const s of p.activeServers) rows.push(serverRow(s, 'active', now, false));
-    for (const s of p.idleServers) rows.push(serverRow(s, 'idle', now, false));
-    for (const s of p.usedServers) rows.push(serverRow(s, 'used', now, false));
-    for (const s of p.testedServers) rows.push(serverRow(s, 'tested', now, false));
-    for (const s of p.loginServers) rows.push(serverRow(s, 'new', now, false));
-    for (const s of p.activeCancelServers) rows.push(serverRow(s, 'active_cancel', now, false));
-    for (const s of p.beingCanceledServers) rows.push(serverRow(s, 'being_canceled', now, false));
-  }
+  for (const p of sortedPools()) p.forEachServer((s) => rows.push(serverRow(s, SERVER_STATE_NAMES[s.state].show, now, false)));
   return { cols: SOCKET_COLS, rows };
 }
 
@@ -208,21 +207,17 @@ function busy(x: Client | Server): boolean {
 export function showSockets(activeOnly: boolean): ResultSet {
   const now = nowUs();
   const rows: Value[][] = [];
-  const cl = (c: Client, st: string): void => {
-    if (!activeOnly || busy(c)) rows.push(clientRow(c, st, now, true));
+  const cl = (c: Client): void => {
+    if (!activeOnly || busy(c)) rows.push(clientRow(c, CLIENT_STATE_NAMES[c.state].socket, now, true));
   };
-  const sv = (s: Server, st: string): void => {
-    if (!activeOnly || busy(s)) rows.push(serverRow(s, st, now, true));
+  const sv = (s: Server): void => {
+    if (!activeOnly || busy(s)) rows.push(serverRow(s, SERVER_STATE_NAMES[s.state].socket, now, true));
   };
-  for (const c of registry.loginClients) cl(c, 'cl_login');
+  for (const c of registry.loginClients) cl(c);
   for (const p of sortedPools()) {
-    for (const c of p.activeClients) cl(c, 'cl_active');
-    for (const c of p.waitingClients) cl(c, 'cl_waiting');
-    for (const s of p.activeServers) sv(s, 'sv_active');
-    for (const s of p.idleServers) sv(s, 'sv_idle');
-    for (const s of p.usedServers) sv(s, 'sv_used');
-    for (const s of p.testedServers) sv(s, 'sv_tested');
-    for (const s of p.loginServers) sv(s, 'sv_login');
+    for (const c of p.activeClients) cl(c);
+    for (const c of p.waitingClients) cl(c);
+    p.forEachServer(sv, SOCKET_SERVER_STATES);
   }
   return { cols: [...SOCKET_COLS, ...DEBUG_COLS], rows };
 }
@@ -359,11 +354,7 @@ export function showFds(): ResultSet {
   for (const p of sortedPools()) {
     for (const c of p.activeClients) client(c);
     for (const c of p.waitingClients) client(c);
-    for (const s of p.activeServers) server(s);
-    for (const s of p.idleServers) server(s);
-    for (const s of p.usedServers) server(s);
-    for (const s of p.testedServers) server(s);
-    for (const s of p.loginServers) server(s);
+    p.forEachServer(server, SOCKET_SERVER_STATES);
   }
   return { cols, rows };
 }

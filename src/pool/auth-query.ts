@@ -115,8 +115,7 @@ function runOn(client: Client, server: Server, sql: string, userName: string, do
     return STOP;
   };
 
-  server.internal = Internal.AUTH_QUERY;
-  server.pendingRfq++;
+  server.beginInternal(Internal.AUTH_QUERY);
   server.interceptor = (type: number, buf: Buffer, start: number, len: number): Action => {
     const end = start + len + 1;
     switch (type) {
@@ -162,16 +161,11 @@ function runOn(client: Client, server: Server, sql: string, userName: string, do
         return fail('auth_query failed');
       }
       case B_READY_FOR_QUERY: {
-        server.interceptor = null;
-        server.internal = Internal.NONE;
-        if (server.pendingRfq > 0) server.pendingRfq--;
-        server.txStatus = buf[start + 5]!;
-        // give the server back and the client back to the login phase
-        client.link = null;
-        server.link = null;
-        client.pool = null;
-        client.setState(ClientState.LOGIN, registry.loginClients);
+        server.endInternal(buf[start + 5]!);
+        // give the server back (releaseServer unlinks it), then the client to the login phase
         pooler.releaseServer(server);
+        client.pool = null;
+        client.changeState(ClientState.LOGIN);
         if (failed || client.closed) return STOP;
         if (row === null) {
           client.fail('no such user');

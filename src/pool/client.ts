@@ -8,7 +8,7 @@ import { log, type LogSubject } from '../log/logger.js';
 import {
   CANCEL_REQUEST_CODE, COPY_DATA, COPY_DONE, F_BIND, F_CLOSE, F_COPY_FAIL, F_DESCRIBE, F_EXECUTE,
   F_FLUSH, F_FUNCTION_CALL, F_PARSE, F_PASSWORD, F_QUERY, F_SYNC, F_TERMINATE, GSSENC_REQUEST_CODE,
-  PROTO_V2, SSL_REQUEST_CODE,
+  PROTO_V2, SSL_REQUEST_CODE, TX_IDLE,
 } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { hdr2hex } from '../protocol/reader.js';
@@ -111,7 +111,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     this.stream = new PacketStream(sock, this);
     this.stream.maxPacket = cf.max_packet_size;
     registry.clientCount++;
-    this.setState(ClientState.LOGIN, registry.loginClients);
+    this.changeState(ClientState.LOGIN);
     this.attach(sock);
   }
 
@@ -169,9 +169,14 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     return Math.floor((nowUs() - this.connectTimeUs) / 1e6);
   }
 
-  setState(st: ClientState, list: StateList<Client> | null): void {
+  /**
+   * The one place a client changes state. The state decides the list: the global login list,
+   * one of its pool's lists, or none (FREE).
+   */
+  changeState(st: ClientState): void {
     if (this.list !== null) (this.list as unknown as StateList<Client>).remove(this);
     this.state = st;
+    const list = st === ClientState.LOGIN ? registry.loginClients : this.pool === null ? null : this.pool.clientList(st);
     if (list !== null) list.append(this);
   }
 
@@ -200,7 +205,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   /** Final cleanup, called once by pooler.disconnectClient. */
   release(lastMessage: Buffer | null): void {
     this.stream.stop();
-    this.setState(ClientState.FREE, null);
+    this.changeState(ClientState.FREE);
     registry.clientCount--;
     if (this.counted) {
       this.counted = false;
@@ -540,7 +545,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       this.flushAuthFinal();
       if (this.state !== ClientState.WAITING_LOGIN) {
         this.waitStartUs = nowUs();
-        this.setState(ClientState.WAITING_LOGIN, pool.waitingClients);
+        this.changeState(ClientState.WAITING_LOGIN);
       }
       pooler.launchNewConnection(pool);
       return;
@@ -558,7 +563,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (cf.login_notify_message) parts.push(msg.notice(cf.login_notify_message));
     parts.push(msg.readyForQuery('I'));
     this.waitStartUs = 0;
-    this.setState(ClientState.ACTIVE, pool.activeClients);
+    this.changeState(ClientState.ACTIVE);
     pool.stats.clientLoginCount++;
     this.enterPooling(Buffer.concat(parts));
   }
@@ -648,23 +653,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       return NEED_FULL;
     }
     const now = nowUs();
-    if (server.pendingRfq === 0 && !server.unsynced && this.queryStartUs === 0) {
+    // the server counts what it owes; the client keeps its own clocks for SHOW STATS
+    if (server.noteClientMessage(type, now, this.queryStartUs === 0)) {
       this.queryStartUs = now;
-      server.queryStartUs = now;
-      if (server.txStatus === 0x49) {
-        if (this.xactStartUs === 0) this.xactStartUs = now;
-        if (server.xactStartUs === 0) server.xactStartUs = now;
-      }
-    }
-    if (type === F_QUERY || type === F_FUNCTION_CALL) {
-      server.pendingRfq++;
-    } else if (type === F_SYNC) {
-      server.pendingRfq++;
-      server.unsynced = false;
-    } else if (type !== F_FLUSH) {
-      // Parse and Bind counters (SHOW STATS) count named statements only, and only where
-      // pgbun manages them (prepared.ts), as PgBouncer counts them
-      server.unsynced = true;
+      if (server.txStatus === TX_IDLE && this.xactStartUs === 0) this.xactStartUs = now;
     }
     this.requestTimeUs = now;
     if (rewrite) return prepared.onClientMessage(this, server, type, len, buf, start, complete);

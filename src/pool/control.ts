@@ -20,7 +20,7 @@ import {
   assignWaitingClients, disconnectClient, disconnectServer, launchNewConnection, poolerState,
 } from './pooler.js';
 import type { Server } from './server.js';
-import { ClientState } from './state.js';
+import { ClientState, SERVER_STATES_COUNTED, ServerState } from './state.js';
 
 export type ShutdownMode = 'none' | 'wait_for_servers' | 'wait_for_clients';
 
@@ -107,9 +107,7 @@ export function pauseDone(db: PgDatabase | null): boolean {
 
 /** Close what pause mode does not keep: idle, used and connecting servers (`pause mode`). */
 function closeForPause(pool: PgPool): void {
-  for (const list of [pool.idleServers, pool.usedServers, pool.loginServers]) {
-    for (const s of list.toArray()) disconnectServer(s, true, 'pause mode');
-  }
+  pool.forEachServer((s) => disconnectServer(s, true, 'pause mode'), [ServerState.IDLE, ServerState.USED, ServerState.LOGIN]);
 }
 
 /** Clients queued while paused get their servers now. */
@@ -176,14 +174,13 @@ function suspendTick(force: boolean): number {
       if (force) disconnectClient(c, true, 'suspend_timeout');
       else pending++;
     }
-    for (const s of [...pool.activeServers.toArray(), ...pool.idleServers.toArray()]) {
-      if (suspendConn(s)) continue;
+    pool.forEachServer((s) => {
+      if (suspendConn(s)) return;
       if (force) disconnectServer(s, true, 'suspend_timeout');
       else pending++;
-    }
-    for (const list of [pool.testedServers, pool.usedServers]) {
-      for (const s of list.toArray()) disconnectServer(s, true, 'close unsafe file descriptors on suspend');
-    }
+    }, [ServerState.ACTIVE, ServerState.IDLE]);
+    pool.forEachServer((s) => disconnectServer(s, true, 'close unsafe file descriptors on suspend'),
+      [ServerState.TESTED, ServerState.USED]);
   }
   // clients in the middle of logging in must finish first
   if (force) {
@@ -212,10 +209,8 @@ export function killPool(pool: PgPool, reason: string): void {
   for (const list of [pool.waitingClients, pool.waitingCancelReqs]) {
     for (const c of list.toArray()) disconnectClient(c, true, reason);
   }
-  for (const list of [pool.activeServers, pool.activeCancelServers, pool.beingCanceledServers, pool.idleServers,
-    pool.usedServers, pool.testedServers, pool.loginServers]) {
-    for (const s of list.toArray()) disconnectServer(s, true, reason);
-  }
+  pool.forEachServer((s) => disconnectServer(s, true, reason), [ServerState.ACTIVE, ServerState.ACTIVE_CANCEL,
+    ServerState.BEING_CANCELED, ServerState.IDLE, ServerState.USED, ServerState.TESTED, ServerState.LOGIN]);
   for (const list of [pool.activeClients, pool.activeCancelReqs, pool.waitingClients]) {
     for (const c of list.toArray()) disconnectClient(c, true, reason);
   }
@@ -259,10 +254,9 @@ export function findClientById(id: number): Client | null {
 /** RECONNECT: every server of the database(s) is closed when next released. */
 export function reconnect(db: PgDatabase | null): void {
   for (const p of poolsOf(db)) {
-    for (const list of [p.activeServers, p.idleServers, p.usedServers, p.testedServers, p.loginServers,
-      p.beingCanceledServers]) {
-      for (const s of list) s.closeNeeded = true;
-    }
+    p.forEachServer((s) => {
+      s.closeNeeded = true;
+    }, SERVER_STATES_COUNTED);
   }
   maintain();
 }
@@ -271,10 +265,9 @@ export function reconnect(db: PgDatabase | null): void {
 export function closeNeededCount(db: PgDatabase | null): number {
   let k = 0;
   for (const p of poolsOf(db)) {
-    for (const list of [p.activeServers, p.idleServers, p.usedServers, p.testedServers, p.loginServers,
-      p.beingCanceledServers]) {
-      for (const s of list) if (s.closeNeeded || s.generation !== p.db.generation) k++;
-    }
+    p.forEachServer((s) => {
+      if (s.closeNeeded || s.generation !== p.db.generation) k++;
+    }, SERVER_STATES_COUNTED);
   }
   return k;
 }

@@ -4,6 +4,7 @@
 // connection.
 import { cf } from '../config/current.js';
 import * as msg from '../protocol/messages.js';
+import { TX_IDLE } from '../protocol/constants.js';
 import { log } from '../log/logger.js';
 import { nowUs } from './clock.js';
 import { registry, type PgPool } from './objects.js';
@@ -135,9 +136,9 @@ function checkActiveServers(pool: PgPool, now: number): void {
     if (s.link === null) continue;
     if (qt > 0 && s.queryStartUs !== 0 && now - s.queryStartUs > qt) {
       disconnectServer(s, true, 'query timeout');
-    } else if (tt > 0 && s.xactStartUs !== 0 && s.txStatus !== 0x49 && now - s.xactStartUs > tt) {
+    } else if (tt > 0 && s.xactStartUs !== 0 && s.txStatus !== TX_IDLE && now - s.xactStartUs > tt) {
       disconnectServer(s, true, 'transaction timeout');
-    } else if (itt > 0 && s.txStatus !== 0x49 && s.pendingRfq === 0 && !s.unsynced &&
+    } else if (itt > 0 && s.txStatus !== TX_IDLE && s.pendingRfq === 0 && !s.unsynced &&
       now - Math.max(s.lastPacketUs, s.link.requestTimeUs) > itt) {
       disconnectServer(s, true, 'idle transaction timeout');
     }
@@ -174,11 +175,10 @@ function checkIdleServers(pool: PgPool, now: number): void {
       return;
     }
     if (list === 'idle' && cf.server_check_query !== '' && idleFor > checkDelay) {
-      s.setState(ServerState.USED, pool.usedServers);
+      s.changeState(ServerState.USED);
     }
   };
-  for (const s of pool.usedServers.toArray()) check(s, 'used');
-  for (const s of pool.idleServers.toArray()) check(s, 'idle');
+  pool.forEachServer((s) => check(s, s.state === ServerState.USED ? 'used' : 'idle'), [ServerState.USED, ServerState.IDLE]);
 }
 
 function checkLoginServers(pool: PgPool, now: number): void {

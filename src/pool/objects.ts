@@ -9,6 +9,7 @@ import type { Client } from './client.js';
 import type { Server } from './server.js';
 import { PoolStats } from '../stats/counters.js';
 import type { VarCache } from './varcache.js';
+import { ClientState, SERVER_STATES_SHOWN, ServerState } from './state.js';
 
 /** A user known to pgbun: from auth_file, [users], auth_query or a forced `user=`. */
 export class PgUser {
@@ -166,6 +167,56 @@ export class PgPool {
     const size = this.poolSize;
     const min = this.db.minPoolSize;
     return size > 0 && min > size ? size : min;
+  }
+
+  /** The list a client in state `st` belongs to (null: not in a pool list). */
+  clientList(st: ClientState): StateList<Client> | null {
+    switch (st) {
+      case ClientState.WAITING:
+      case ClientState.WAITING_LOGIN:
+        return this.waitingClients;
+      case ClientState.ACTIVE:
+        return this.activeClients;
+      case ClientState.WAITING_CANCEL:
+        return this.waitingCancelReqs;
+      case ClientState.ACTIVE_CANCEL:
+        return this.activeCancelReqs;
+      default:
+        return null;
+    }
+  }
+
+  /** The list a server in state `st` belongs to (null: FREE). */
+  serverList(st: ServerState): StateList<Server> | null {
+    switch (st) {
+      case ServerState.LOGIN:
+        return this.loginServers;
+      case ServerState.IDLE:
+        return this.idleServers;
+      case ServerState.ACTIVE:
+        return this.activeServers;
+      case ServerState.USED:
+        return this.usedServers;
+      case ServerState.TESTED:
+        return this.testedServers;
+      case ServerState.ACTIVE_CANCEL:
+        return this.activeCancelServers;
+      case ServerState.BEING_CANCELED:
+        return this.beingCanceledServers;
+      default:
+        return null;
+    }
+  }
+
+  /**
+   * Call fn for every server in one of `states` (default: all), state by state in that order.
+   * Each list is copied first, so fn may close servers or change their state.
+   */
+  forEachServer(fn: (s: Server) => void, states: readonly ServerState[] = SERVER_STATES_SHOWN): void {
+    for (const st of states) {
+      const list = this.serverList(st);
+      if (list !== null && list.count > 0) for (const s of list.toArray()) fn(s);
+    }
   }
 
   /** all server connections that count against pool_size (cancel connections do not) */

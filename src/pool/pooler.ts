@@ -2,6 +2,7 @@
 // transition of a server or client connection goes through one function here.
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
+import { TX_IDLE } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { nowUs } from './clock.js';
 import { ClientState, ServerState } from './state.js';
@@ -47,9 +48,9 @@ function link(client: Client, server: Server): boolean {
   if (client.state === ClientState.WAITING) {
     pool.stats.waitTime += now - client.waitStartUs;
     client.waitStartUs = 0;
-    client.setState(ClientState.ACTIVE, pool.activeClients);
+    client.changeState(ClientState.ACTIVE);
   }
-  server.setState(ServerState.ACTIVE, pool.activeServers);
+  server.changeState(ServerState.ACTIVE);
   server.requestTimeUs = now;
   server.linkEpoch++;
   pool.stats.serverAssignmentCount++;
@@ -99,7 +100,7 @@ export function findServer(client: Client): boolean {
   client.waitStartUs = nowUs();
   // query_wait_notify: one NOTICE per wait, not per connection
   client.waitNotified = false;
-  client.setState(ClientState.WAITING, pool.waitingClients);
+  client.changeState(ClientState.WAITING);
   if (!poolerState.paused && !pool.db.paused) launchNewConnection(pool);
   return false;
 }
@@ -137,7 +138,7 @@ function takeIdleServer(pool: PgPool): Server | null {
   const u = pool.usedServers.first();
   if (u !== null) {
     if (cf.server_check_query === '') return useServer(u);
-    u.setState(ServerState.TESTED, pool.testedServers);
+    u.changeState(ServerState.TESTED);
     u.runInternal(Internal.CHECK, cf.server_check_query === '<empty>' ? '' : cf.server_check_query);
   }
   return null;
@@ -189,7 +190,7 @@ export function serverLoginDone(server: Server, params: Array<[string, string]>)
   welcomeWaitingClients(pool);
   const cq = pool.db.def?.connect_query;
   if (cq) {
-    server.setState(ServerState.TESTED, pool.testedServers);
+    server.changeState(ServerState.TESTED);
     server.runInternal(Internal.CONNECT_QUERY, cq);
     return;
   }
@@ -229,7 +230,7 @@ export function serverLoginFailed(server: Server, sqlstate: string, message: str
 /** A server with nothing left to do goes idle and, if anyone waits, to a client. */
 export function serverReady(server: Server): void {
   const pool = server.pool;
-  if (server.txStatus !== 0x49 || !server.ready) {
+  if (!server.ready) {
     disconnectServer(server, true, 'server not ready after internal query');
     return;
   }
@@ -238,7 +239,7 @@ export function serverReady(server: Server): void {
     return;
   }
   if (server.cancelsInFlight > 0) {
-    server.setState(ServerState.BEING_CANCELED, pool.beingCanceledServers);
+    server.changeState(ServerState.BEING_CANCELED);
     return;
   }
   if (poolerState.paused || pool.db.paused) {
@@ -247,10 +248,10 @@ export function serverReady(server: Server): void {
   }
   server.requestTimeUs = nowUs();
   if (cf.server_check_delay === 0 && cf.server_check_query !== '' && server.state === ServerState.ACTIVE) {
-    server.setState(ServerState.USED, pool.usedServers);
+    server.changeState(ServerState.USED);
   } else {
     // LIFO reuse keeps few servers warm; round robin spreads load (server_round_robin)
-    server.setState(ServerState.IDLE, pool.idleServers, !cf.server_round_robin);
+    server.changeState(ServerState.IDLE);
   }
   assignWaitingClients(pool);
 }
@@ -291,35 +292,33 @@ export function internalQueryDone(server: Server, kind: Internal, err: string | 
   }
 }
 
-/** ReadyForQuery reached the client: account the query/transaction and maybe release. */
-export function onReadyForQuery(server: Server, client: Client, status: number): void {
+/**
+ * ReadyForQuery reached the client (`done`: the server owes nothing more, Server.noteReadyForQuery):
+ * count the query and transaction, and maybe release the server.
+ */
+export function onReadyForQuery(server: Server, client: Client, status: number, done: boolean, now: number): void {
   const pool = server.pool;
-  const done = server.pendingRfq === 0 && !server.unsynced;
-  const now = nowUs();
-  server.lastPacketUs = now;
   if (done) {
     if (client.queryStartUs !== 0) {
       pool.stats.queryCount++;
       pool.stats.queryTime += now - client.queryStartUs;
       client.queryStartUs = 0;
     }
-    server.queryStartUs = 0;
-    if (status === 0x49 && client.xactStartUs !== 0) {
+    if (status === TX_IDLE && client.xactStartUs !== 0) {
       pool.stats.xactCount++;
       pool.stats.xactTime += now - client.xactStartUs;
       client.xactStartUs = 0;
     }
   }
-  if (status === 0x49) server.xactStartUs = 0;
   const mode = pool.poolMode;
   if (mode === 'session') {
-    if (cf.server_fast_close && done && status === 0x49 &&
+    if (cf.server_fast_close && done && status === TX_IDLE &&
       (server.closeNeeded || server.generation !== pool.db.generation)) {
       disconnectClient(client, true, 'database configuration changed');
     }
     return;
   }
-  if (mode === 'statement' && status !== 0x49) {
+  if (mode === 'statement' && status !== TX_IDLE) {
     disconnectClient(client, true, 'transaction blocks not allowed in statement pooling mode');
     return;
   }
@@ -356,7 +355,7 @@ export function releaseServer(server: Server): void {
   }
   const reset = cf.server_reset_query;
   if (reset !== '' && (pool.poolMode === 'session' || cf.server_reset_query_always)) {
-    server.setState(ServerState.TESTED, pool.testedServers);
+    server.changeState(ServerState.TESTED);
     server.runInternal(Internal.RESET, reset);
     return;
   }
@@ -387,7 +386,7 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
     sock.destroy();
   }
   const wasCounted = server.cancelTarget === null;
-  server.setState(ServerState.FREE, null);
+  server.changeState(ServerState.FREE);
   if (wasCounted) {
     pool.db.serverCount--;
     pool.user.serverCount--;
@@ -498,7 +497,7 @@ function pickHost(db: PgDatabase): string | null {
 
 export function openServer(pool: PgPool): Server {
   const server = new Server(pool);
-  server.setState(ServerState.LOGIN, pool.loginServers);
+  server.changeState(ServerState.LOGIN);
   pool.db.serverCount++;
   pool.user.serverCount++;
   registry.serverCount++;
@@ -533,14 +532,12 @@ export function openServer(pool: PgPool): Server {
 // servers connected to an address a name no longer has are closed when released
 onDnsChange((host, gone) => {
   for (const p of registry.pools) {
-    for (const list of [p.idleServers, p.usedServers, p.activeServers, p.testedServers]) {
-      for (const s of list.toArray()) {
-        if (s.connectHost === host && gone.includes(s.addr)) {
-          s.closeNeeded = true;
-          if (s.state === ServerState.IDLE || s.state === ServerState.USED) disconnectServer(s, true, 'server DNS address changed');
-        }
+    p.forEachServer((s) => {
+      if (s.connectHost === host && gone.includes(s.addr)) {
+        s.closeNeeded = true;
+        if (s.state === ServerState.IDLE || s.state === ServerState.USED) disconnectServer(s, true, 'server DNS address changed');
       }
-    }
+    }, [ServerState.IDLE, ServerState.USED, ServerState.ACTIVE, ServerState.TESTED]);
   }
 });
 
@@ -567,7 +564,7 @@ export function startCancel(cancelClient: Client, target: Client): void {
   // at most 2 x pool_size cancel connections at once; the rest wait (cancel_wait_timeout)
   const size = pool.poolSize;
   if (size > 0 && pool.activeCancelServers.count >= 2 * size) {
-    cancelClient.setState(ClientState.WAITING_CANCEL, pool.waitingCancelReqs);
+    cancelClient.changeState(ClientState.WAITING_CANCEL);
     return;
   }
   openCancel(cancelClient, server);
@@ -575,13 +572,13 @@ export function startCancel(cancelClient: Client, target: Client): void {
 
 function openCancel(cancelClient: Client, server: Server): void {
   const pool = server.pool;
-  cancelClient.setState(ClientState.ACTIVE_CANCEL, pool.activeCancelReqs);
+  cancelClient.changeState(ClientState.ACTIVE_CANCEL);
   const cs = new Server(pool, true);
   cs.cancelTarget = server;
   cs.cancelEpoch = server.linkEpoch;
   cs.cancelClient = cancelClient;
   server.cancelsInFlight++;
-  cs.setState(ServerState.ACTIVE_CANCEL, pool.activeCancelServers);
+  cs.changeState(ServerState.ACTIVE_CANCEL);
   cs.connect(server.isUnix ? server.connectHost : server.addr, server.port);
 }
 

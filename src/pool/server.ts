@@ -6,7 +6,8 @@ import { cf } from '../config/current.js';
 import { log, type LogSubject } from '../log/logger.js';
 import {
   B_AUTH, B_BACKEND_KEY, B_COMMAND_COMPLETE, B_COPY_BOTH, B_COPY_IN, B_COPY_OUT, B_ERROR,
-  B_NEGOTIATE_PROTOCOL, B_NOTICE, B_PARAMETER_STATUS, B_READY_FOR_QUERY,
+  B_NEGOTIATE_PROTOCOL, B_NOTICE, B_PARAMETER_STATUS, B_READY_FOR_QUERY, F_FLUSH, F_FUNCTION_CALL,
+  F_QUERY, F_SYNC, TX_IDLE,
 } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { cstrEnd, parseErrorFields } from '../protocol/reader.js';
@@ -57,14 +58,47 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   /** database generation this server was made for (a changed [databases] entry closes it) */
   readonly generation: number;
   closeNeeded = false;
-  /** transaction status from the last ReadyForQuery */
-  txStatus = 0x49; // 'I'
+
+  // Request accounting: what the server owes and where it stands. Only this class writes these
+  // (noteClientMessage, noteReadyForQuery, beginInternal/endInternal and the message handlers):
+  // `ready` is what stops one client's transaction from reaching another.
+  /** transaction status from the last ReadyForQuery (TX_IDLE, TX_IN_BLOCK, TX_FAILED) */
+  private tx = TX_IDLE;
   /** ReadyForQuery messages still owed (Query, Sync, FunctionCall sent) */
-  pendingRfq = 0;
+  private rfqOwed = 0;
   /** extended-protocol messages sent since the last Sync */
-  unsynced = false;
+  private extendedOpen = false;
   /** inside COPY (copy-in/out/both) */
-  inCopy = false;
+  private copying = false;
+  /** when the current query started (query_timeout), 0 = none */
+  private queryStart = 0;
+  /** when the current transaction started (transaction_timeout), 0 = none */
+  private xactStart = 0;
+
+  get txStatus(): number {
+    return this.tx;
+  }
+
+  get pendingRfq(): number {
+    return this.rfqOwed;
+  }
+
+  get unsynced(): boolean {
+    return this.extendedOpen;
+  }
+
+  get inCopy(): boolean {
+    return this.copying;
+  }
+
+  get queryStartUs(): number {
+    return this.queryStart;
+  }
+
+  get xactStartUs(): number {
+    return this.xactStart;
+  }
+
   /**
    * A client left it holding part of a message (the link ended while the client's stream was
    * forwarding one): PostgreSQL would read whatever comes next as the rest, so it is never reused.
@@ -87,10 +121,6 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   requestTimeUs: number;
   /** last ReadyForQuery from the server: idle in transaction since (idle_transaction_timeout) */
   lastPacketUs = 0;
-  /** when the current query started (query_timeout), 0 = none */
-  queryStartUs = 0;
-  /** when the current transaction started (transaction_timeout), 0 = none */
-  xactStartUs = 0;
   addr = '';
   port = 0;
   localAddr = '';
@@ -134,10 +164,62 @@ export class Server implements ListNode, StreamOwner, LogSubject {
    * owed, and neither direction stopped in the middle of a message.
    */
   get ready(): boolean {
-    return this.txStatus === 0x49 && this.pendingRfq === 0 && !this.unsynced && !this.inCopy &&
+    return this.tx === TX_IDLE && this.rfqOwed === 0 && !this.extendedOpen && !this.copying &&
       this.internal === Internal.NONE && !this.stream.midMessage && !this.cutMessage &&
       (this.link === null || !this.link.stream.forwardingPartial) &&
       (this.prepared === null || this.prepared.queued === 0);
+  }
+
+  /**
+   * A client message is about to be forwarded: count what the server now owes. Returns true
+   * when the message starts a new request (the server owed nothing and `clientIdle`): the
+   * query clock starts, and the transaction clock too outside a transaction.
+   */
+  noteClientMessage(type: number, now: number, clientIdle: boolean): boolean {
+    let starts = false;
+    if (this.rfqOwed === 0 && !this.extendedOpen && clientIdle) {
+      starts = true;
+      this.queryStart = now;
+      if (this.tx === TX_IDLE && this.xactStart === 0) this.xactStart = now;
+    }
+    if (type === F_QUERY || type === F_FUNCTION_CALL) {
+      this.rfqOwed++;
+    } else if (type === F_SYNC) {
+      this.rfqOwed++;
+      this.extendedOpen = false;
+    } else if (type !== F_FLUSH) {
+      this.extendedOpen = true;
+    }
+    return starts;
+  }
+
+  /** A ReadyForQuery for a client's request. Returns true when nothing more is owed. */
+  noteReadyForQuery(status: number, now: number): boolean {
+    this.tx = status;
+    if (this.rfqOwed > 0) this.rfqOwed--;
+    this.lastPacketUs = now;
+    const done = this.rfqOwed === 0 && !this.extendedOpen;
+    if (done) this.queryStart = 0;
+    if (status === TX_IDLE) this.xactStart = 0;
+    return done;
+  }
+
+  /** Start a query whose results pgbun reads itself; the caller sends it. */
+  beginInternal(kind: Internal): void {
+    this.internal = kind;
+    this.internalError = null;
+    this.rfqOwed++;
+  }
+
+  /** The ReadyForQuery of an internal query: the server is pgbun's to hand on again. */
+  endInternal(status: number): Internal {
+    const kind = this.internal;
+    this.internal = Internal.NONE;
+    this.internalError = null;
+    this.interceptor = null;
+    if (this.rfqOwed > 0) this.rfqOwed--;
+    this.tx = status;
+    return kind;
   }
 
   // ---- connecting ----
@@ -313,13 +395,13 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       case B_COPY_IN:
       case B_COPY_OUT:
       case B_COPY_BOTH:
-        this.inCopy = true;
+        this.copying = true;
         return FORWARD;
       case B_COMMAND_COMPLETE:
-        this.inCopy = false;
+        this.copying = false;
         return prepared.onCommandComplete(this, client, buf, start, len, true);
       case B_ERROR:
-        this.inCopy = false;
+        this.copying = false;
         return FORWARD;
       default:
         return FORWARD;
@@ -328,11 +410,11 @@ export class Server implements ListNode, StreamOwner, LogSubject {
 
   private onReadyForQuery(client: Client, buf: Buffer, start: number): Action {
     const status = buf[start + 5]!;
-    this.txStatus = status;
-    if (this.pendingRfq > 0) this.pendingRfq--;
+    const now = nowUs();
+    const done = this.noteReadyForQuery(status, now);
     this.stream.forwardRange(buf, start, start + 6);
     this.stream.flush();
-    pooler.onReadyForQuery(this, client, status);
+    pooler.onReadyForQuery(this, client, status, done, now);
     return HANDLED;
   }
 
@@ -398,7 +480,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
         const params = this.loginParams ?? [];
         this.loginParams = null;
         this.login = null;
-        this.txStatus = buf[start + 5]!;
+        this.tx = buf[start + 5]!;
         pooler.serverLoginDone(this, params);
         return this.closed ? STOP : HANDLED;
       }
@@ -413,9 +495,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   /** Send a simple Query whose results pgbun consumes itself. */
   runInternal(kind: Internal, sql: string): void {
     if (log.debugEnabled) log.conn('debug', this, `internal query: ${sql === '' ? '<empty>' : sql}`);
-    this.internal = kind;
-    this.internalError = null;
-    this.pendingRfq++;
+    this.beginInternal(kind);
     this.send(msg.query(sql));
   }
 
@@ -433,12 +513,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     } else if (type === B_COMMAND_COMPLETE) {
       prepared.onCommandComplete(this, null, buf, start, len, true);
     } else if (type === B_READY_FOR_QUERY) {
-      const kind = this.internal;
       const err = this.internalError;
-      this.internal = Internal.NONE;
-      this.internalError = null;
-      if (this.pendingRfq > 0) this.pendingRfq--;
-      this.txStatus = buf[start + 5]!;
+      const kind = this.endInternal(buf[start + 5]!);
       pooler.internalQueryDone(this, kind, err);
       return this.closed ? STOP : HANDLED;
     }
@@ -452,12 +528,17 @@ export class Server implements ListNode, StreamOwner, LogSubject {
 
   // ---- states ----
 
-  setState(st: ServerState, list: StateList<Server> | null, front = false): void {
+  /**
+   * The one place a server changes state. The state decides the pool list; idle servers are
+   * reused LIFO (few servers stay warm and the rest reach server_idle_timeout) unless
+   * server_round_robin asks to spread the load.
+   */
+  changeState(st: ServerState): void {
     if (this.list !== null) (this.list as unknown as StateList<Server>).remove(this);
     this.state = st;
-    if (list !== null) {
-      if (front) list.prepend(this);
-      else list.append(this);
-    }
+    const list = this.pool.serverList(st);
+    if (list === null) return;
+    if (st === ServerState.IDLE && !cf.server_round_robin) list.prepend(this);
+    else list.append(this);
   }
 }

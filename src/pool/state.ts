@@ -36,12 +36,40 @@ export const enum ServerState {
   FREE = 8,
 }
 
-export const CLIENT_STATE_NAMES: Record<number, string> = {
-  1: 'cl_login', 2: 'cl_waiting', 3: 'cl_waiting', 4: 'cl_active', 5: 'cl_waiting_cancel_req',
-  6: 'cl_active_cancel_req', 7: 'cl_free',
+/** Every server state in the order SHOW SERVERS, SHOW SOCKETS and SHOW FDS list them. */
+export const SERVER_STATES_SHOWN: readonly ServerState[] = [
+  ServerState.ACTIVE, ServerState.IDLE, ServerState.USED, ServerState.TESTED, ServerState.LOGIN,
+  ServerState.ACTIVE_CANCEL, ServerState.BEING_CANCELED,
+];
+
+/** The servers that count against pool_size (cancel connections do not). */
+export const SERVER_STATES_COUNTED: readonly ServerState[] = [
+  ServerState.ACTIVE, ServerState.IDLE, ServerState.USED, ServerState.TESTED, ServerState.LOGIN,
+  ServerState.BEING_CANCELED,
+];
+
+/**
+ * State names as PgBouncer shows them: `socket` in SHOW SOCKETS and SHOW LISTS (cl_active,
+ * sv_idle, ...), `show` in the state column of SHOW CLIENTS/SERVERS (active, idle, new, ...).
+ * A client in ACTIVE without a server shows as `idle` there.
+ */
+export const CLIENT_STATE_NAMES: Record<ClientState, { socket: string; show: string }> = {
+  [ClientState.LOGIN]: { socket: 'cl_login', show: 'login' },
+  [ClientState.WAITING]: { socket: 'cl_waiting', show: 'waiting' },
+  [ClientState.WAITING_LOGIN]: { socket: 'cl_waiting', show: 'waiting' },
+  [ClientState.ACTIVE]: { socket: 'cl_active', show: 'active' },
+  [ClientState.WAITING_CANCEL]: { socket: 'cl_waiting_cancel_req', show: 'waiting_cancel_req' },
+  [ClientState.ACTIVE_CANCEL]: { socket: 'cl_active_cancel_req', show: 'active_cancel_req' },
+  [ClientState.FREE]: { socket: 'cl_free', show: 'free' },
 };
 
-export const SERVER_STATE_NAMES: Record<number, string> = {
-  1: 'sv_login', 2: 'sv_idle', 3: 'sv_active', 4: 'sv_used', 5: 'sv_tested', 6: 'sv_active_cancel',
-  7: 'sv_being_canceled', 8: 'sv_free',
+export const SERVER_STATE_NAMES: Record<ServerState, { socket: string; show: string }> = {
+  [ServerState.LOGIN]: { socket: 'sv_login', show: 'new' },
+  [ServerState.IDLE]: { socket: 'sv_idle', show: 'idle' },
+  [ServerState.ACTIVE]: { socket: 'sv_active', show: 'active' },
+  [ServerState.USED]: { socket: 'sv_used', show: 'used' },
+  [ServerState.TESTED]: { socket: 'sv_tested', show: 'tested' },
+  [ServerState.ACTIVE_CANCEL]: { socket: 'sv_active_cancel', show: 'active_cancel' },
+  [ServerState.BEING_CANCELED]: { socket: 'sv_being_canceled', show: 'being_canceled' },
+  [ServerState.FREE]: { socket: 'sv_free', show: 'free' },
 };

@@ -50,6 +50,11 @@ export const B_PARAMETER_DESCRIPTION = 0x74; // t
 export const B_NEGOTIATE_PROTOCOL = 0x76; // v
 
 // Authentication request codes (body of 'R')
+// ReadyForQuery transaction status
+export const TX_IDLE = 0x49; // I: not in a transaction block
+export const TX_IN_BLOCK = 0x54; // T
+export const TX_FAILED = 0x45; // E: in a failed transaction block
+
 export const AUTH_OK = 0;
 export const AUTH_CLEARTEXT = 3;
 export const AUTH_MD5 = 5;

@@ -82,7 +82,7 @@ test('setupTls / reloadTls: built from the files, old configuration kept on erro
     const db = new PgDatabase('unitdb', null);
     const pool = registry.getPool(db, registry.addUser('unituser'));
     const server = new Server(pool);
-    server.setState(ServerState.IDLE, pool.idleServers);
+    server.changeState(ServerState.IDLE);
 
     // client side change only: servers stay
     cf.client_tls_ca_file = write('ca.pem', ca.cert);
@@ -110,7 +110,7 @@ test('setupTls / reloadTls: built from the files, old configuration kept on erro
     assert.equal(reloadTls(), null);
     assert.equal(clientTls(), null);
     assert.equal(serverTls(), null);
-    server.setState(ServerState.FREE, null);
+    server.changeState(ServerState.FREE);
     registry.removePool(pool);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
