@@ -106,7 +106,9 @@ function stage(suiteDir: string): { stageDir: string; bin: string; suite: string
     fs.chmodSync(node, 0o755);
   }
   const bin = path.join(stageDir, 'pgbouncer');
-  fs.writeFileSync(bin, `#!/bin/sh\nexec ${node} ${path.join(app, 'dist', 'src', 'cli.js')} "$@"\n`);
+  // exec -a: the process keeps the wrapper's path in its command line, so that run.sh's
+  // cleanup (`pgrep -f BIN`) finds the poolers a crashed test worker leaves running
+  fs.writeFileSync(bin, `#!/bin/bash\nexec -a "$0" ${node} ${path.join(app, 'dist', 'src', 'cli.js')} "$@"\n`);
   const suite = path.join(stageDir, 'suite');
   fs.cpSync(suiteDir, suite, { recursive: true });
   openUp(stageDir);
@@ -247,7 +249,10 @@ async function main(): Promise<number> {
         continue;
       }
       say(`retrying alone: ${t.id}`);
-      const again = await runSuite(suite, bin, [t.id], { quiet: true, timeoutSec: Math.min(300, secondsLeft() - 60), jobs: '1', tag: 'retry' });
+      // `-n 1` (one xdist worker, JOBS=1 keeps run.sh from adding its own): a test that hangs
+      // past pytest's timeout kills its process; a worker's crash is reported in junit.xml,
+      // a lone pytest's would leave no junit.xml at all
+      const again = await runSuite(suite, bin, ['-n', '1', t.id], { quiet: true, timeoutSec: Math.min(300, secondsLeft() - 60), jobs: '1', tag: 'retry' });
       const r = again.junit?.find((x) => x.id === t.id);
       const outcome = r ? r.outcome : `no result (run.sh exit ${again.code})`;
       if (r && (r.outcome === 'passed' || r.outcome === 'skipped')) {
