@@ -91,7 +91,8 @@ export function reloadConfig(): boolean {
   }
   reloadAuthFiles();
   const tlsErr = setupTls(false);
-  if (tlsErr !== null) log.error(`TLS configuration could not be reloaded, keeping old configuration: ${tlsErr}`);
+  // PgBouncer's words (its suite greps `ERROR TLS setup failed:.*No such file or directory`)
+  if (tlsErr !== null) log.error(`TLS setup failed: ${tlsErr} (keeping old configuration)`);
 
   // pool sizes may have changed: shrink now, and let grown pools serve their queues
   trimPools();

@@ -95,10 +95,16 @@ export function loadConfig(path: string, opts: LoadOptions): LoadResult {
     const text = 'load_init_file: main section missing from config file';
     problems.push({ file: path, line: 0, message: located(text, path, 0), log: [text] });
   }
-  if (!stopped && settings.auth_dbname === 'pgbouncer') {
-    const at: { file: string; line: number } = authDbnameAt ?? { file: path, line: 0 };
-    problems.push({ file: at.file, line: at.line, message: located(RESERVED_AUTH_DBNAME, at.file, at.line),
-      log: [RESERVED_AUTH_DBNAME] });
+  if (settings.auth_dbname === 'pgbouncer') {
+    if (!stopped) {
+      const at: { file: string; line: number } = authDbnameAt ?? { file: path, line: 0 };
+      problems.push({ file: at.file, line: at.line, message: located(RESERVED_AUTH_DBNAME, at.file, at.line),
+        log: [RESERVED_AUTH_DBNAME] });
+    }
+    // The refused value is not kept by the failed reload: auth_dbname has no default, so it is
+    // not reset by the next [pgbouncer] header, and every later RELOAD, even of a good file,
+    // would be refused again (PgBouncer's suite: test_auth_dbname_usage_global_setting).
+    settings.auth_dbname = opts.current?.auth_dbname ?? null;
   }
   const failed = problems.some((p) => !p.warning);
   return { config: failed ? null : out, problems, partial: out };

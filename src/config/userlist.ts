@@ -7,9 +7,13 @@ import { readFileSync } from 'node:fs';
 import type { ConfigProblem } from './types.js';
 import { isCSpace, strerror } from './cvalues.js';
 
-/** PgBouncer's MAX_USERNAME / MAX_PASSWORD (1.18-1.25.2): raw bytes between the quotes */
+/**
+ * PgBouncer's MAX_USERNAME / MAX_PASSWORD: raw bytes between the quotes. MAX_PASSWORD is 2048 up
+ * to 1.25.2 and 65531 after it (PgBouncer's suite logs in with 65530-byte passwords); the larger
+ * limit only accepts files that an older PgBouncer refused.
+ */
 export const MAX_USERNAME = 128;
-export const MAX_PASSWORD = 2048;
+export const MAX_PASSWORD = 65531;
 
 export interface Userlist {
   /** user name → secret as written (plain text, `md5...` or `SCRAM-SHA-256$...`) */

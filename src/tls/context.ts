@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import tls from 'node:tls';
 import { constants as cryptoConstants } from 'node:crypto';
 import { cf } from '../config/current.js';
+import { strerror } from '../config/cvalues.js';
 import type { SslMode } from '../config/settings.js';
 import { log } from '../log/logger.js';
 import { registry } from '../pool/objects.js';
@@ -162,7 +163,7 @@ function readPem(setting: string, file: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (e) {
-    throw new TlsConfigError(`could not read ${setting} "${file}": ${(e as Error).message}`);
+    throw new TlsConfigError(`could not read ${setting} "${file}": ${strerror(e)}`);
   }
 }
 

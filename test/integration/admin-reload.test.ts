@@ -210,6 +210,19 @@ describe('databases on RELOAD', () => {
     await reload({ ini: ini() });
     assert.equal((await config()).get('query_wait_timeout'), '33');
   });
+
+  test('auth_dbname = pgbouncer: that RELOAD fails, and the value is not kept for the next one', async () => {
+    // PgBouncer's suite, test_auth_dbname_usage_global_setting: the refused line is logged once,
+    // and the RELOAD that restores the previous file succeeds
+    b.writeFiles({ ini: ini({ auth_dbname: 'pgbouncer', query_wait_timeout: 66 }) });
+    const from = b.logOffset();
+    await expectAdminError(admin, 'RELOAD', 'RELOAD failed, see logs for additional details', 'F0000');
+    await b.waitForLog(/ERROR cannot use the reserved "pgbouncer" database as an auth_dbname/, 1000, from);
+    assert.equal((await config()).get('auth_dbname'), null, 'the refused auth_dbname is not in force');
+    await reload({ ini: ini() });
+    assert.equal(b.log().slice(from).match(/as an auth_dbname/g)?.length, 1, 'logged by the failed RELOAD only');
+    assert.equal((await config()).get('query_wait_timeout'), '33');
+  });
 });
 
 describe('RELOAD under load', () => {

@@ -313,6 +313,11 @@ describe('reload', () => {
     b.reload({ extraFiles: { 'srv.key': 'not a key' } });
     await b.waitForLog(/TLS .*(could not|keeping old|still using old)/i, 5000, off);
     assert.equal(await cn(), 'reloaded.example');
+    // a missing file: PgBouncer's line and strerror text (its test_system_error_propagation)
+    const off2 = b.logOffset();
+    b.reload({ ini: ini({ ...settings, client_tls_cert_file: '{{dir}}/missing.crt' }) });
+    await b.waitForLog(/ERROR TLS setup failed: could not read client_tls_cert_file "[^"]*missing\.crt": No such file or directory/, 5000, off2);
+    assert.equal(await cn(), 'reloaded.example');
     await loginOver(wireOver(await tlsConnect(b)));
   });
 });
