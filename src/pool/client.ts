@@ -4,6 +4,7 @@
 import type net from 'node:net';
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
+import { MAX_PASSWORD } from '../config/userlist.js';
 import { log, type LogSubject } from '../log/logger.js';
 import {
   CANCEL_REQUEST_CODE, COPY_DATA, COPY_DONE, F_BIND, F_CLOSE, F_COPY_FAIL, F_DESCRIBE, F_EXECUTE,
@@ -36,6 +37,8 @@ export const clientsByKey = new Map<string, Client>();
 
 /** biggest startup-phase packet we accept (PostgreSQL's MAX_STARTUP_PACKET_LENGTH) */
 const MAX_STARTUP_PACKET = 10000;
+/** biggest authentication packet: a PasswordMessage with a password of MAX_PASSWORD bytes */
+const MAX_AUTH_PACKET = 4 + MAX_PASSWORD + 1;
 
 export class Client implements ListNode, StreamOwner, LogSubject {
   listPrev: ListNode | null = null;
@@ -273,7 +276,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
           this.fail('client re-sent startup pkt');
           return;
         }
-        if (len < 4 || len > MAX_STARTUP_PACKET) {
+        if (len < 4 || len > MAX_AUTH_PACKET) {
           this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);
           return;
         }

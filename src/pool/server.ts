@@ -456,7 +456,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
         const f = parseErrorFields(buf, start + 5, end);
         const m = f.get('M') ?? 'unknown error';
         const sqlstate = f.get('C') ?? '08P01';
-        log.conn('error', this, `S: login failed: ${f.get('S') ?? 'FATAL'} ${m}`);
+        log.conn('warning', this, `server login failed: ${f.get('S') ?? 'FATAL'} ${m}`);
         pooler.serverLoginFailed(this, sqlstate, m, true);
         return STOP;
       }

@@ -58,6 +58,14 @@ export function beginServerLogin(server: Server): void {
   server.send(SSL_REQUEST);
 }
 
+/** node's codes for a peer certificate that failed verification (OpenSSL's X509_V_ERR_* names) */
+const CERT_VERIFY_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'CERT_SIGNATURE_FAILURE', 'CERT_REVOKED',
+  'INVALID_CA', 'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 function startTls(server: Server): void {
   const conf = serverTls();
   if (conf === null) {
@@ -78,7 +86,11 @@ function startTls(server: Server): void {
       : () => undefined,
   });
   // a failed handshake reaches Server's error handler: logged as `connect failed: <reason>`,
-  // retried after server_login_retry like any failed connect
+  // retried after server_login_retry like any failed connect. A certificate that does not
+  // verify says so in OpenSSL's words, which operators grep for, before node's detail.
+  sock.prependOnceListener('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== undefined && CERT_VERIFY_CODES.has(err.code)) err.message = `certificate verify failed: ${err.message}`;
+  });
   server.replaceSocket(sock);
   sock.once('secureConnect', () => {
     if (server.closed) return;

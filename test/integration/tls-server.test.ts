@@ -106,7 +106,7 @@ describe('server_tls_sslmode against PostgreSQL with ssl=on', () => {
     const good = await bouncer({ server_tls_sslmode: 'verify-ca', server_tls_ca_file: fx.caFile }, { db: pgConnstr(sslPg, { dbname: TEST_DB }) });
     assert.equal((await backendTls(good, 'db'))[0], 'true');
     const bad = await bouncer({ server_tls_sslmode: 'verify-ca', server_tls_ca_file: otherCaFile }, { db: pgConnstr(sslPg, { dbname: TEST_DB }) });
-    await assertServerDown(bad, 'db', /connect failed: (self-signed certificate in certificate chain|unable to get local issuer certificate)/);
+    await assertServerDown(bad, 'db', /connect failed: certificate verify failed: (self-signed certificate in certificate chain|unable to get local issuer certificate)/);
     await bad.waitForLog(/closing because: connect failed \(/);
   });
 
@@ -116,7 +116,7 @@ describe('server_tls_sslmode against PostgreSQL with ssl=on', () => {
       byip: pgConnstr(sslPg, { dbname: TEST_DB }),
     });
     assert.equal((await backendTls(b, 'byname'))[0], 'true');
-    await assertServerDown(b, 'byip', /connect failed: .*(IP: 127\.0\.0\.1 is not in the cert's list|does not match)/);
+    await assertServerDown(b, 'byip', /connect failed: certificate verify failed: .*(IP: 127\.0\.0\.1 is not in the cert's list|does not match)/);
     // verify-ca accepts the same connection: only verify-full checks the name
     const ca = await bouncer({ server_tls_sslmode: 'verify-ca', server_tls_ca_file: fx.caFile }, { byip: pgConnstr(sslPg, { dbname: TEST_DB }) });
     assert.equal((await backendTls(ca, 'byip'))[0], 'true');
