@@ -459,27 +459,42 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (isAdminDb) {
       const r = checkAdminAccess(this, userName, user);
       if (r === 'denied') return;
+      // console clients count against the client limits too, except admin_users (PgBouncer)
+      if (this.adminLevel !== 'admin' && !this.withinClientLimits(db!, user)) return;
       if (r === 'trusted') {
         this.loginUser = user ?? registry.addUser(userName);
         this.afterAuth();
         return;
       }
-    } else if (db !== null) {
-      const maxDbClients = db.maxDbClientConnections;
-      if (maxDbClients > 0 && db.clientCount >= maxDbClients) {
-        this.fail('client connections exceeded (max_db_client_connections)');
-        return;
-      }
-      if (user !== null) {
-        const maxUserClients = user.maxUserClientConnections;
-        if (maxUserClients > 0 && user.clientCount >= maxUserClients) {
-          this.fail('client connections exceeded (max_user_client_connections)');
-          return;
-        }
-      }
+    } else if (db !== null && !this.withinClientLimits(db, user)) {
+      return;
     }
     this.loginUser = user;
     beginAuth(this, userName, user, isAdminDb);
+  }
+
+  /** max_db_client_connections and max_user_client_connections; false: the client was failed. */
+  private withinClientLimits(db: PgDatabase, user: PgUser | null): boolean {
+    const maxDbClients = db.maxDbClientConnections;
+    if (maxDbClients > 0 && db.clientCount >= maxDbClients) {
+      this.fail('client connections exceeded (max_db_client_connections)');
+      return false;
+    }
+    if (user !== null) {
+      const maxUserClients = user.maxUserClientConnections;
+      if (maxUserClients > 0 && user.clientCount >= maxUserClients) {
+        this.fail('client connections exceeded (max_user_client_connections)');
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Logged in: counted in its database's and user's client connections (SHOW DATABASES/USERS). */
+  private countIn(db: PgDatabase): void {
+    db.clientCount++;
+    if (this.loginUser !== null) this.loginUser.clientCount++;
+    this.counted = true;
   }
 
   /** Start a password exchange; `user` null = unknown (mock exchange that fails). */
@@ -522,6 +537,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       return;
     }
     if (db.admin) {
+      this.countIn(db);
       welcomeAdmin(this);
       return;
     }
@@ -535,9 +551,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
     const poolUser = db.forcedUser ?? this.loginUser!;
     this.pool = registry.getPool(db, poolUser);
-    db.clientCount++;
-    this.loginUser!.clientCount++;
-    this.counted = true;
+    this.countIn(db);
     this.finishLogin();
   }
 

@@ -435,9 +435,10 @@ describe('SHOW values', () => {
       name: 'other', pool_size: '        7', reserve_pool_size: '        2', pool_mode: 'statement',
       max_user_connections: '5', current_connections: '0', max_user_client_connections: '0', current_client_connections: '0',
     });
+    // the console session asking counts as a client of its user, as in PgBouncer
     assert.deepEqual(rows.get(ADMIN), {
       name: ADMIN, pool_size: '', reserve_pool_size: '', pool_mode: null, max_user_connections: '0',
-      current_connections: '0', max_user_client_connections: '0', current_client_connections: '0',
+      current_connections: '0', max_user_client_connections: '0', current_client_connections: '1',
     });
     assert.ok(rows.has('pgbouncer'));
     const names = [...rows.keys()];
