@@ -635,7 +635,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       case COPY_DONE:
       case F_COPY_FAIL:
         // late COPY messages after the server was released are dropped
-        return this.link === null ? HANDLED : FORWARD;
+        if (this.link === null) return HANDLED;
+        if (type !== COPY_DATA) this.link.noteCopyEnd();
+        return FORWARD;
       case F_FUNCTION_CALL:
       case F_SYNC:
       case F_FLUSH:

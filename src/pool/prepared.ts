@@ -144,6 +144,34 @@ export class ServerPrepared {
     this.len--;
   }
 
+  /**
+   * Forget the first `n` Syncs queued behind the head (the COPY's Execute): PostgreSQL ignores a
+   * Sync that arrives while it is in COPY FROM STDIN mode, so no ReadyForQuery will answer them.
+   */
+  dropSyncs(n: number): void {
+    const mask = this.kinds.length - 1;
+    let out = 1;
+    for (let k = 1; k < this.len; k++) {
+      const i = (this.head + k) & mask;
+      if (n > 0 && this.kinds[i] === F_SYNC) {
+        n--;
+        continue;
+      }
+      const o = (this.head + out) & mask;
+      this.kinds[o] = this.kinds[i]!;
+      this.acts[o] = this.acts[i]!;
+      this.ents[o] = this.ents[i]!;
+      this.cnames[o] = this.cnames[i]!;
+      out++;
+    }
+    for (let k = out; k < this.len; k++) {
+      const i = (this.head + k) & mask;
+      this.ents[i] = null;
+      this.cnames[i] = null;
+    }
+    this.len = out;
+  }
+
   clearQueue(): void {
     while (this.len > 0) this.pop();
     this.head = 0;
@@ -375,8 +403,12 @@ export const prepared = {
         synthetic(client, sp, F_CLOSE);
         return HANDLED;
       }
-      case F_EXECUTE:
       case F_SYNC:
+        // no ReadyForQuery will answer a Sync sent in COPY FROM STDIN mode
+        if (server.ignoresSync) return FORWARD;
+        sp.push(type, ACT_FORWARD);
+        return FORWARD;
+      case F_EXECUTE:
       case F_QUERY:
       case F_FUNCTION_CALL:
         sp.push(type, ACT_FORWARD);

@@ -6,8 +6,8 @@ import { cf } from '../config/current.js';
 import { log, type LogSubject } from '../log/logger.js';
 import {
   B_AUTH, B_BACKEND_KEY, B_COMMAND_COMPLETE, B_COPY_BOTH, B_COPY_IN, B_COPY_OUT, B_ERROR,
-  B_NEGOTIATE_PROTOCOL, B_NOTICE, B_PARAMETER_STATUS, B_READY_FOR_QUERY, F_FLUSH, F_FUNCTION_CALL,
-  F_QUERY, F_SYNC, TX_IDLE,
+  B_NEGOTIATE_PROTOCOL, B_NOTICE, B_PARAMETER_STATUS, B_READY_FOR_QUERY, F_EXECUTE, F_FLUSH,
+  F_FUNCTION_CALL, F_QUERY, F_SYNC, TX_IDLE,
 } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { cstrEnd, parseErrorFields } from '../protocol/reader.js';
@@ -74,6 +74,14 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   private queryStart = 0;
   /** when the current transaction started (transaction_timeout), 0 = none */
   private xactStart = 0;
+  /**
+   * Syncs sent after the last Execute or Query and before the client ended its COPY data: if
+   * that command turns out to be COPY FROM STDIN, PostgreSQL ignores them (no ReadyForQuery).
+   */
+  private copyWindowSyncs = 0;
+  private copyWindowOpen = false;
+  /** in COPY FROM STDIN (or BOTH) mode, where PostgreSQL ignores Sync and Flush */
+  private copyIn = false;
 
   get txStatus(): number {
     return this.tx;
@@ -184,13 +192,45 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     }
     if (type === F_QUERY || type === F_FUNCTION_CALL) {
       this.rfqOwed++;
+      this.copyWindowSyncs = 0;
+      this.copyWindowOpen = type === F_QUERY;
     } else if (type === F_SYNC) {
+      // PostgreSQL ignores a Sync during COPY FROM STDIN: nothing is owed for it
+      if (this.ignoresSync) return starts;
       this.rfqOwed++;
       this.extendedOpen = false;
+      if (this.copyWindowOpen) this.copyWindowSyncs++;
     } else if (type !== F_FLUSH) {
       this.extendedOpen = true;
+      if (type === F_EXECUTE) {
+        this.copyWindowSyncs = 0;
+        this.copyWindowOpen = true;
+      }
     }
     return starts;
+  }
+
+  /** A Sync now would reach PostgreSQL in COPY FROM STDIN mode, which ignores it. */
+  get ignoresSync(): boolean {
+    return this.copyIn && this.copyWindowOpen;
+  }
+
+  /** The client sent CopyDone or CopyFail: Syncs after it are answered again. */
+  noteCopyEnd(): void {
+    this.copyWindowOpen = false;
+  }
+
+  /**
+   * COPY FROM STDIN (or COPY BOTH) started: the Syncs the client sent behind its command, before
+   * its CopyDone/CopyFail, reach PostgreSQL in COPY mode and are ignored there; they are not owed.
+   */
+  private enterCopyIn(): void {
+    this.copyIn = true;
+    const n = this.copyWindowSyncs < this.rfqOwed ? this.copyWindowSyncs : this.rfqOwed;
+    this.copyWindowSyncs = 0;
+    if (n === 0) return;
+    this.rfqOwed -= n;
+    this.prepared?.dropSyncs(n);
   }
 
   /** A ReadyForQuery for a client's request. Returns true when nothing more is owed. */
@@ -393,15 +433,20 @@ export class Server implements ListNode, StreamOwner, LogSubject {
         this.onParameterStatus(buf, start, len, client);
         return FORWARD;
       case B_COPY_IN:
-      case B_COPY_OUT:
       case B_COPY_BOTH:
+        this.copying = true;
+        this.enterCopyIn();
+        return FORWARD;
+      case B_COPY_OUT:
         this.copying = true;
         return FORWARD;
       case B_COMMAND_COMPLETE:
         this.copying = false;
+        this.copyIn = false;
         return prepared.onCommandComplete(this, client, buf, start, len, true);
       case B_ERROR:
         this.copying = false;
+        this.copyIn = false;
         return FORWARD;
       default:
         return FORWARD;
