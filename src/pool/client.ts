@@ -671,6 +671,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       type === F_BIND && !prepared.bindHeadInHand(buf, start))) {
       return NEED_FULL;
     }
+    // a message pgbun refuses itself (an unknown or reused statement name) never reaches the
+    // server: the client is failed, and the server owes nothing for it
+    const act = rewrite ? prepared.onClientMessage(this, server, type, len, buf, start, complete) : FORWARD;
+    if (act === STOP) return STOP;
     const now = nowUs();
     // the server counts what it owes; the client keeps its own clocks for SHOW STATS
     if (server.noteClientMessage(type, now, this.queryStartUs === 0)) {
@@ -678,7 +682,6 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       if (server.txStatus === TX_IDLE && this.xactStartUs === 0) this.xactStartUs = now;
     }
     this.requestTimeUs = now;
-    if (rewrite) return prepared.onClientMessage(this, server, type, len, buf, start, complete);
-    return FORWARD;
+    return act;
   }
 }
