@@ -18,6 +18,7 @@ import { startAdmin } from './admin/start.js';
 import { loadAuthFile } from './auth/authfile.js';
 import { reloadAuthFiles } from './auth/login.js';
 import { VERSION_STRING } from './version.js';
+import { applyMetrics } from './reload.js';
 import { setupTls } from './tls/context.js';
 
 export interface StartOptions {
@@ -102,6 +103,8 @@ export async function start(opts: StartOptions): Promise<void> {
     if (e instanceof StartupError) die(e.message);
     throw e;
   }
+  const metricsErr = await applyMetrics();
+  if (metricsErr !== null) die(metricsErr);
   try {
     writePidfile(cf.pidfile);
   } catch (e) {

@@ -67,6 +67,22 @@ function keepWhatIsKnown(partial: LoadedConfig): LoadedConfig {
   return { ...partial, databases, users };
 }
 
+type MetricsModule = typeof import('./admin/metrics.js');
+let metricsModule: MetricsModule | null = null;
+
+/**
+ * Start, move or stop the Prometheus endpoint as the settings say (startup and reload). Its
+ * module (and prom-client) is loaded only once an endpoint is configured. Resolves with an
+ * error text when it cannot listen.
+ */
+export async function applyMetrics(): Promise<string | null> {
+  if (metricsModule === null) {
+    if (cf.metrics_listen_port <= 0 && !cf.metrics_listen_addr.startsWith('/')) return null;
+    metricsModule = await import('./admin/metrics.js');
+  }
+  return metricsModule.applyMetricsEndpoint();
+}
+
 /** Re-read everything; false when the ini could not be loaded (RELOAD answers F0000). */
 export function reloadConfig(): boolean {
   const file = cf.conffile ?? '';
@@ -98,5 +114,8 @@ export function reloadConfig(): boolean {
   for (const pool of registry.pools.slice()) {
     if (!pool.db.admin && pool.waitingClients.count > 0) launchNewConnection(pool);
   }
+  void applyMetrics().then((err) => {
+    if (err !== null) log.error(err);
+  });
   return ok;
 }
