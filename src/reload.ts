@@ -19,6 +19,7 @@ import { launchNewConnection } from './pool/pooler.js';
 import { dropDatabase, trimPools } from './pool/control.js';
 import { setupTls } from './tls/context.js';
 import { setPeers } from './admin/show.js';
+import { sdNotify } from './process/systemd.js';
 
 /** inode of the log file when it was last opened: a different one means it was rotated */
 let logfileIno = -1;
@@ -85,6 +86,15 @@ export async function applyMetrics(): Promise<string | null> {
 
 /** Re-read everything; false when the ini could not be loaded (RELOAD answers F0000). */
 export function reloadConfig(): boolean {
+  sdNotify('RELOADING=1');
+  try {
+    return reloadNow();
+  } finally {
+    sdNotify('READY=1');
+  }
+}
+
+function reloadNow(): boolean {
   const file = cf.conffile ?? '';
   const { config, problems, partial } = loadConfig(file, { startup: false, current: cf });
   for (const p of problems) {
