@@ -351,6 +351,7 @@ function stageCommon(root, { unitDir, exe, readme, compressReadme }) {
   copy(path.join(ROOT, 'etc/userlist.txt'), path.join(root, 'etc/pgbun/userlist.txt'), 0o640);
   copy(path.join(HERE, 'logrotate/pgbun'), path.join(root, 'etc/logrotate.d/pgbun'));
   copy(path.join(HERE, 'systemd/pgbun.service'), path.join(root, unitDir, 'pgbun.service'));
+  copy(path.join(HERE, 'systemd/pgbun.socket'), path.join(root, unitDir, 'pgbun.socket'));
   copy(path.join(HERE, 'systemd/pgbun.tmpfiles'), path.join(root, 'usr/lib/tmpfiles.d/pgbun.conf'));
   copy(path.join(HERE, 'systemd/pgbun.sysusers'), path.join(root, 'usr/lib/sysusers.d/pgbun.conf'));
   fs.mkdirSync(path.join(root, 'var/log/pgbun'), { recursive: true });

@@ -4,6 +4,10 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION_STRING } from './version.js';
 
+// `pgbun ...` in ps and top, not `node .../bin/pgbun.js ...`, when started from source: operators
+// look for the process by name, as they do for pgbouncer (the single executable is named pgbun)
+process.title = ['pgbun', ...process.argv.slice(2)].join(' ');
+
 const PROG = 'pgbun';
 
 const USAGE = `${PROG} is a connection pooler for PostgreSQL (a drop-in replacement for PgBouncer).

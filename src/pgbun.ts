@@ -9,7 +9,8 @@ import { log } from './log/logger.js';
 import { applyConfig } from './pool/databases.js';
 import { initTrackedParams } from './pool/varcache.js';
 import { startJanitor } from './pool/janitor.js';
-import { closeAllListeners, startListening, StartupError, unixSocketInUse } from './pool/listener.js';
+import { adoptSystemdSockets, closeAllListeners, startListening, StartupError, unixSocketInUse } from './pool/listener.js';
+import { sdNotify, sdNotifyStopping } from './process/systemd.js';
 import { checkPidfile, PidfileError, removePidfile, writePidfile } from './process/pidfile.js';
 import { switchUser, UserSwitchError } from './process/user.js';
 import { daemonize, isDaemonChild, notifyParent } from './process/daemon.js';
@@ -18,6 +19,7 @@ import { startAdmin } from './admin/start.js';
 import { loadAuthFile } from './auth/authfile.js';
 import { reloadAuthFiles } from './auth/login.js';
 import { VERSION_STRING } from './version.js';
+import { applyMetrics } from './reload.js';
 import { setupTls } from './tls/context.js';
 
 export interface StartOptions {
@@ -93,6 +95,13 @@ export async function start(opts: StartOptions): Promise<void> {
   applyConfig(config, users);
   reloadAuthFiles();
 
+  try {
+    // socket activation (pgbun.socket): first, so that our own Unix socket is not taken as in use
+    await adoptSystemdSockets();
+  } catch (e) {
+    if (e instanceof StartupError) die(e.message);
+    throw e;
+  }
   if (await unixSocketInUse()) die('unix socket is in use, cannot continue');
   if (!daemonChild) checkPidfileOrDie();
 
@@ -102,6 +111,8 @@ export async function start(opts: StartOptions): Promise<void> {
     if (e instanceof StartupError) die(e.message);
     throw e;
   }
+  const metricsErr = await applyMetrics();
+  if (metricsErr !== null) die(metricsErr);
   try {
     writePidfile(cf.pidfile);
   } catch (e) {
@@ -112,6 +123,7 @@ export async function start(opts: StartOptions): Promise<void> {
   startAdmin(config);
   log.log(`process up: ${VERSION_STRING}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
   notifyParent(true);
+  sdNotify('READY=1', `STATUS=${VERSION_STRING} accepting connections`);
 }
 
 function checkPidfileOrDie(): void {
@@ -125,6 +137,7 @@ function checkPidfileOrDie(): void {
 
 /** Leave now: listeners and pidfile removed, exit code as given. */
 export function exitNow(code: number): never {
+  sdNotifyStopping();
   closeAllListeners();
   removePidfile();
   process.exit(code);

@@ -19,6 +19,7 @@ import { launchNewConnection } from './pool/pooler.js';
 import { dropDatabase, trimPools } from './pool/control.js';
 import { setupTls } from './tls/context.js';
 import { setPeers } from './admin/show.js';
+import { sdNotify } from './process/systemd.js';
 
 /** inode of the log file when it was last opened: a different one means it was rotated */
 let logfileIno = -1;
@@ -67,8 +68,33 @@ function keepWhatIsKnown(partial: LoadedConfig): LoadedConfig {
   return { ...partial, databases, users };
 }
 
+type MetricsModule = typeof import('./admin/metrics.js');
+let metricsModule: MetricsModule | null = null;
+
+/**
+ * Start, move or stop the Prometheus endpoint as the settings say (startup and reload). Its
+ * module (and prom-client) is loaded only once an endpoint is configured. Resolves with an
+ * error text when it cannot listen.
+ */
+export async function applyMetrics(): Promise<string | null> {
+  if (metricsModule === null) {
+    if (cf.metrics_listen_port <= 0 && !cf.metrics_listen_addr.startsWith('/')) return null;
+    metricsModule = await import('./admin/metrics.js');
+  }
+  return metricsModule.applyMetricsEndpoint();
+}
+
 /** Re-read everything; false when the ini could not be loaded (RELOAD answers F0000). */
 export function reloadConfig(): boolean {
+  sdNotify('RELOADING=1');
+  try {
+    return reloadNow();
+  } finally {
+    sdNotify('READY=1');
+  }
+}
+
+function reloadNow(): boolean {
   const file = cf.conffile ?? '';
   const { config, problems, partial } = loadConfig(file, { startup: false, current: cf });
   for (const p of problems) {
@@ -99,5 +125,8 @@ export function reloadConfig(): boolean {
   for (const pool of registry.pools.slice()) {
     if (!pool.db.admin && pool.waitingClients.count > 0) launchNewConnection(pool);
   }
+  void applyMetrics().then((err) => {
+    if (err !== null) log.error(err);
+  });
   return ok;
 }

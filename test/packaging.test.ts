@@ -230,7 +230,7 @@ describe('.deb', () => {
     assert.match(postinst, /systemd-tmpfiles .*--create pgbun\.conf/);
     assert.match(postinst, /deb-systemd-helper enable 'pgbun\.service'/);
     assert.match(postinst, /chmod 0640 "\$f"/);
-    assert.match(fs.readFileSync(path.join(ctl, 'prerm'), 'utf8'), /deb-systemd-invoke stop 'pgbun\.service'/);
+    assert.match(fs.readFileSync(path.join(ctl, 'prerm'), 'utf8'), /deb-systemd-invoke stop 'pgbun\.socket' 'pgbun\.service'/);
     assert.match(fs.readFileSync(path.join(ctl, 'postrm'), 'utf8'), /purge[\s\S]*rm -rf \/var\/log\/pgbun/);
     const md5 = fs.readFileSync(path.join(ctl, 'md5sums'), 'utf8');
     assert.match(md5, / {2}usr\/bin\/pgbun$/m);
@@ -245,6 +245,7 @@ describe('.deb', () => {
       'etc/pgbun/userlist.txt': '-rw-r-----',
       'etc/logrotate.d/pgbun': '-rw-r--r--',
       'lib/systemd/system/pgbun.service': '-rw-r--r--',
+      'lib/systemd/system/pgbun.socket': '-rw-r--r--',
       'usr/lib/tmpfiles.d/pgbun.conf': '-rw-r--r--',
       'usr/lib/sysusers.d/pgbun.conf': '-rw-r--r--',
       'var/log/pgbun': 'drwxr-xr-x',
@@ -295,7 +296,8 @@ describe('.deb', () => {
   test('extracted: the unit, the sample ini, tmpfiles.d and logrotate agree', () => {
     const unit = fs.readFileSync(path.join(debRoot, 'lib/systemd/system/pgbun.service'), 'utf8');
     const key = (k: string): string[] => [...unit.matchAll(new RegExp(`^${k}=(.*)$`, 'gm'))].map((m) => m[1]);
-    assert.deepEqual(key('Type'), ['simple']);
+    assert.deepEqual(key('Type'), ['notify']);
+    assert.deepEqual(key('NotifyAccess'), ['all'], 'systemd-notify sends from its own pid');
     assert.deepEqual(key('User'), ['pgbun']);
     assert.deepEqual(key('ExecStart'), ['/usr/bin/pgbun /etc/pgbun/pgbun.ini']);
     assert.deepEqual(key('ExecReload'), ['/bin/kill -HUP $MAINPID']);
@@ -309,6 +311,11 @@ describe('.deb', () => {
 
     const ini = fs.readFileSync(path.join(debRoot, 'etc/pgbun/pgbun.ini'), 'utf8');
     const setting = (k: string): string | undefined => new RegExp(`^${k} = (.*)$`, 'm').exec(ini)?.[1];
+    // pgbun.socket listens where the sample ini does, so that pgbun opens nothing of its own
+    const socket = fs.readFileSync(path.join(debRoot, 'lib/systemd/system/pgbun.socket'), 'utf8');
+    assert.deepEqual([...socket.matchAll(/^ListenStream=(.*)$/gm)].map((m) => m[1]),
+      [`${setting('listen_addr')}:${setting('listen_port')}`, `${setting('unix_socket_dir')}/.s.PGSQL.${setting('listen_port')}`]);
+    assert.match(socket, /^WantedBy=sockets\.target$/m);
     const tmpfiles = fs.readFileSync(path.join(debRoot, 'usr/lib/tmpfiles.d/pgbun.conf'), 'utf8');
     assert.match(tmpfiles, new RegExp(`^d ${setting('unix_socket_dir')} 0755 pgbun pgbun -$`, 'm'));
     assert.equal(path.dirname(setting('pidfile') ?? ''), setting('unix_socket_dir'));
@@ -375,7 +382,8 @@ describe('.rpm', () => {
     const files = ok('rpm', ['-qpl', built.rpm]).split('\n').filter(Boolean).sort();
     const want = [
       '/etc/logrotate.d/pgbun', '/etc/pgbun', '/etc/pgbun/pgbun.ini', '/etc/pgbun/userlist.txt', '/run/pgbun',
-      '/usr/bin/pgbun', '/usr/lib/systemd/system/pgbun.service', '/usr/lib/sysusers.d/pgbun.conf',
+      '/usr/bin/pgbun', '/usr/lib/systemd/system/pgbun.service', '/usr/lib/systemd/system/pgbun.socket',
+      '/usr/lib/sysusers.d/pgbun.conf',
       '/usr/lib/tmpfiles.d/pgbun.conf', '/usr/share/doc/pgbun', '/usr/share/doc/pgbun/README.md',
       '/usr/share/doc/pgbun/README.packaging.md', '/usr/share/doc/pgbun/examples', '/usr/share/doc/pgbun/examples/pgbun.ini',
       '/usr/share/doc/pgbun/examples/pgbun_hba.conf', '/usr/share/doc/pgbun/examples/userlist.txt',
@@ -401,7 +409,7 @@ describe('.rpm', () => {
     const s = ok('rpm', ['-qp', '--scripts', built.rpm]);
     assert.match(s, /preinstall scriptlet[\s\S]*groupadd -r pgbun[\s\S]*useradd -r -g pgbun/);
     assert.match(s, /postinstall scriptlet[\s\S]*systemctl --no-reload preset pgbun\.service[\s\S]*systemd-tmpfiles --create pgbun\.conf/);
-    assert.match(s, /preuninstall scriptlet[\s\S]*if \[ \$1 -eq 0 \][\s\S]*disable --now pgbun\.service/);
+    assert.match(s, /preuninstall scriptlet[\s\S]*if \[ \$1 -eq 0 \][\s\S]*disable --now pgbun\.socket pgbun\.service/);
     assert.match(s, /postuninstall scriptlet[\s\S]*try-restart pgbun\.service/);
   });
 
@@ -532,7 +540,7 @@ getent passwd pgbun | grep -q ':/nonexistent:/usr/sbin/nologin$' || fail "user: 
 man -w pgbun >/dev/null && man -w 5 pgbun >/dev/null || fail "man pages"
 if command -v systemd-analyze >/dev/null; then
   # it exits 0 on unknown keys and bad values, printing them: any output is a failure
-  v=$(systemd-analyze verify "$UNIT" 2>&1) || fail "systemd-analyze verify: $v"
+  v=$(systemd-analyze verify "$UNIT" "\${UNIT%.service}.socket" 2>&1) || fail "systemd-analyze verify: $v"
   [ -z "$v" ] || fail "systemd-analyze verify: $v"
   echo VERIFY-OK
 else

@@ -1,6 +1,7 @@
 // Every `[pgbouncer]` key: one table that the loader, admin SET and SHOW CONFIG all read, so a
 // key's type, default and reload rule are stated exactly once. Semantics are PgBouncer 1.25's
 // (https://www.pgbouncer.org/config.html); value parsing follows libusual's cf_set_*.
+import { isIP } from 'node:net';
 import type { PoolMode } from './types.js';
 import { formatG, parseCDouble, parseCInt, parseCUint, secondsToUsec } from './cvalues.js';
 
@@ -96,6 +97,10 @@ export const ALL_SETTING_DEFS: readonly SettingDef[] = [
   d('max_prepared_statements', 'int', '200', R),
   d('max_user_client_connections', 'int', '0', R),
   d('max_user_connections', 'int', '0', R),
+  // pgbun extension: the Prometheus endpoint (GET /metrics); port 0 = off. An IP address, or a
+  // Unix socket path starting with `/`
+  d('metrics_listen_addr', 'string', '', R),
+  d('metrics_listen_port', 'int', '0', R),
   d('min_pool_size', 'int', '0', R),
   d('peer_id', 'int', '0', R),
   d('pidfile', 'string', '', N),
@@ -213,6 +218,8 @@ export interface Settings {
   max_prepared_statements: number;
   max_user_client_connections: number;
   max_user_connections: number;
+  metrics_listen_addr: string;
+  metrics_listen_port: number;
   min_pool_size: number;
   peer_id: number;
   pidfile: string;
@@ -281,6 +288,10 @@ export class SettingError extends Error {
 const VALIDATORS: Record<string, (v: number | string) => boolean> = {
   // cancel keys carry the peer id in 14 bits
   peer_id: (v) => typeof v === 'number' && v >= 0 && v <= 16383,
+  // an IP address (not a host name: the endpoint is meant for one known interface), `*`, or a
+  // Unix socket path
+  metrics_listen_addr: (v) => typeof v === 'string' && (v === '' || v === '*' || v.startsWith('/') || isIP(v) !== 0),
+  metrics_listen_port: (v) => typeof v === 'number' && v >= 0 && v <= 65535,
 };
 
 /** Parses `value` as `def` requires; undefined = invalid. */

@@ -15,6 +15,7 @@ import type { Client } from './client.js';
 import { nowUs } from './clock.js';
 import { onJanitorTick } from './janitor.js';
 import { closeTcpListeners, setAccepting } from './listener.js';
+import { sdNotifyStopping } from '../process/systemd.js';
 import { registry, type PgDatabase, type PgPool } from './objects.js';
 import {
   assignWaitingClients, disconnectClient, disconnectServer, launchNewConnection, poolerState,
@@ -286,6 +287,7 @@ export function shutdownNow(code = 0): never {
  */
 export function shutdownWaitForServers(): void {
   control.shutdown = 'wait_for_servers';
+  sdNotifyStopping();
   poolerState.shuttingDown = true;
   poolerState.paused = true;
   closeTcpListeners();
@@ -296,6 +298,7 @@ export function shutdownWaitForServers(): void {
 /** SHUTDOWN WAIT_FOR_CLIENTS / SIGTERM: stop taking TCP clients, exit when the last client leaves. */
 export function shutdownWaitForClients(): void {
   control.shutdown = 'wait_for_clients';
+  sdNotifyStopping();
   poolerState.shuttingDown = true;
   closeTcpListeners();
   ensureFast();

@@ -1,12 +1,15 @@
 // Listening sockets: TCP on each listen_addr (`*` = every IPv4 and IPv6 address),
 // with SO_REUSEPORT when so_reuseport = 1, and the Unix socket
-// <unix_socket_dir>/.s.PGSQL.<listen_port>.
+// <unix_socket_dir>/.s.PGSQL.<listen_port>. Under systemd socket activation (pgbun.socket) the
+// sockets systemd passes are used as they are, and pgbun opens its own only for the configured
+// addresses that none of them covers, as PgBouncer does.
 import fs from 'node:fs';
 import net from 'node:net';
 import dns from 'node:dns/promises';
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
 import { log } from '../log/logger.js';
+import { takeListenFds } from '../process/systemd.js';
 import { Client } from './client.js';
 import { applySocketOptions } from './sockopts.js';
 
@@ -22,7 +25,8 @@ export function unixSocketPath(): string | null {
 /** Does something already answer on our Unix socket? (`unix socket is in use, cannot continue`) */
 export function unixSocketInUse(): Promise<boolean> {
   const path = unixSocketPath();
-  if (path === null) return Promise.resolve(false);
+  // the socket systemd passed us answers, of course
+  if (path === null || path === unixPath && unixInherited) return Promise.resolve(false);
   return new Promise((resolve) => {
     const s = net.connect({ path });
     s.once('connect', () => {
@@ -36,6 +40,12 @@ export function unixSocketInUse(): Promise<boolean> {
 const tcpServers: net.Server[] = [];
 let unixServer: net.Server | null = null;
 let unixPath: string | null = null;
+/** unixServer came from systemd: its file belongs to pgbun.socket and stays at exit */
+let unixInherited = false;
+/** sockets from systemd that are not the configured Unix socket (other paths) */
+const otherInherited: net.Server[] = [];
+/** host:port of the TCP sockets from systemd */
+const inheritedTcp = new Set<string>();
 /** SUSPEND stops accepting too */
 let accepting = true;
 
@@ -118,9 +128,48 @@ export async function reusePortWorks(): Promise<boolean | null> {
   return null;
 }
 
+/**
+ * Socket activation: listen on the sockets systemd passed (LISTEN_FDS), before the check for a
+ * Unix socket in use and before startListening(), which then skips what they cover.
+ */
+export async function adoptSystemdSockets(): Promise<void> {
+  const configuredUnix = unixSocketPath();
+  for (const { fd, unixPath: path } of takeListenFds()) {
+    const isUnix = path !== null;
+    const srv = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => onConnection(s, isUnix));
+    try {
+      // the handle form of listen(): { fd }
+      await listenOne(srv, { fd } as unknown as net.ListenOptions);
+    } catch (e) {
+      throw new StartupError(`cannot use socket fd ${fd} from systemd: ${(e as Error).message}`);
+    }
+    if (isUnix) {
+      if (path === configuredUnix && unixServer === null) {
+        unixServer = srv;
+        unixPath = path;
+        unixInherited = true;
+      } else {
+        otherInherited.push(srv);
+      }
+      log.log(`listening on unix:${path.startsWith('\0') ? '@' + path.slice(1) : path} (systemd socket)`);
+    } else {
+      const a = srv.address();
+      if (a === null || typeof a !== 'object') throw new StartupError(`socket fd ${fd} from systemd is not a TCP or Unix stream socket`);
+      tcpServers.push(srv);
+      inheritedTcp.add(`${a.address}:${a.port}`);
+      log.log(`listening on ${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port} (systemd socket)`);
+    }
+  }
+}
+
+/** Is host:port already served by a socket from systemd? `::` also takes IPv4 (not IPV6_V6ONLY). */
+function coveredBySystemd(host: string, port: number): boolean {
+  return inheritedTcp.has(`${host}:${port}`) || host === '0.0.0.0' && inheritedTcp.has(`:::${port}`);
+}
+
 /** Open every listener; throws StartupError with PgBouncer's text when it cannot. */
 export async function startListening(): Promise<void> {
-  const addrs = await tcpAddresses();
+  const addrs = (await tcpAddresses()).filter((h) => !coveredBySystemd(h, cf.listen_port));
   // so_reuseport = 1 for several processes on one port: refuse to start without it rather than
   // start a process whose second sibling then cannot listen
   const reusePort = cf.so_reuseport !== 0;
@@ -139,10 +188,10 @@ export async function startListening(): Promise<void> {
       log.warning(`cannot listen on ${host}:${cf.listen_port}: ${(e as Error).message}`);
     }
   }
-  if (addrs.length > 0 && ok === 0) throw new StartupError('cannot listen on any TCP address');
+  if (addrs.length > 0 && ok === 0 && inheritedTcp.size === 0) throw new StartupError('cannot listen on any TCP address');
 
   const path = unixSocketPath();
-  if (path !== null) {
+  if (path !== null && !unixInherited) {
     const abstract = path.startsWith('\0');
     if (!abstract) {
       if (fs.existsSync(`${path}.lock`)) throw new StartupError(`unix port ${cf.listen_port} is in use`);
@@ -200,10 +249,12 @@ export function setAccepting(on: boolean): void {
 /** Close everything and remove the socket file (at exit). */
 export function closeAllListeners(): void {
   closeTcpListeners();
+  for (const s of otherInherited) s.close();
+  otherInherited.length = 0;
   if (unixServer !== null) {
     unixServer.close();
     unixServer = null;
-    if (unixPath !== null && !unixPath.startsWith('\0')) {
+    if (unixPath !== null && !unixPath.startsWith('\0') && !unixInherited) {
       try { fs.unlinkSync(unixPath); } catch { /* already gone */ }
     }
   }
@@ -222,5 +273,6 @@ export function listenerSockets(): Array<{ fd: number; addr: string; port: numbe
     if (a !== null && typeof a === 'object') out.push({ fd: fdOf(s), addr: a.address, port: a.port });
   }
   if (unixServer !== null) out.push({ fd: fdOf(unixServer), addr: 'unix', port: cf.listen_port });
+  for (const s of otherInherited) out.push({ fd: fdOf(s), addr: 'unix', port: cf.listen_port });
   return out;
 }

@@ -8,6 +8,7 @@ import { StateList } from './list.js';
 import type { Client } from './client.js';
 import type { Server } from './server.js';
 import { PoolStats } from '../stats/counters.js';
+import { PoolLatency } from '../stats/latency.js';
 import type { VarCache } from './varcache.js';
 import { ClientState, SERVER_STATES_SHOWN, ServerState } from './state.js';
 
@@ -146,6 +147,8 @@ export class PgPool {
   /** servers closed for lifetime, spaced out (server_lifetime / pool_size apart) */
   lastLifetimeDisconnectUs = 0;
   readonly stats = new PoolStats();
+  /** query/transaction/wait histograms for the Prometheus endpoint */
+  readonly latency = new PoolLatency();
   /** since when the pool has had no clients and no servers (pool_idle_timeout), 0 = in use */
   emptySinceUs = 0;
 

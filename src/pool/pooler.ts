@@ -12,6 +12,7 @@ import type { Client } from './client.js';
 import { buildSetQuery, VarCache } from './varcache.js';
 import { forgetServerStatements, prepared } from './prepared.js';
 import { cachedAddress, onDnsChange, resolveHost } from './dns.js';
+import { countLoginFailure, limitHits, serverLogins } from '../stats/events.js';
 
 function table(types: string): Uint8Array {
   const t = new Uint8Array(256);
@@ -47,6 +48,7 @@ function link(client: Client, server: Server): boolean {
   server.link = client;
   if (client.state === ClientState.WAITING) {
     pool.stats.waitTime += now - client.waitStartUs;
+    pool.latency.wait.observe(now - client.waitStartUs);
     client.waitStartUs = 0;
     client.changeState(ClientState.ACTIVE);
   }
@@ -210,6 +212,7 @@ function welcomeWaitingClients(pool: PgPool): void {
  */
 export function serverLoginFailed(server: Server, sqlstate: string, message: string, fromServer: boolean): void {
   const pool = server.pool;
+  serverLogins.failed++;
   // record the failure first: closing the server looks for a replacement otherwise
   if (sqlstate === '57P03') {
     // the database is starting up: retry after server_login_retry, clients keep waiting
@@ -302,11 +305,13 @@ export function onReadyForQuery(server: Server, client: Client, status: number, 
     if (client.queryStartUs !== 0) {
       pool.stats.queryCount++;
       pool.stats.queryTime += now - client.queryStartUs;
+      pool.latency.query.observe(now - client.queryStartUs);
       client.queryStartUs = 0;
     }
     if (status === TX_IDLE && client.xactStartUs !== 0) {
       pool.stats.xactCount++;
       pool.stats.xactTime += now - client.xactStartUs;
+      pool.latency.xact.observe(now - client.xactStartUs);
       client.xactStartUs = 0;
     }
   }
@@ -409,6 +414,10 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
 export function disconnectClient(client: Client, notify: boolean, reason: string, sqlstate = '08P01'): void {
   if (client.closed) return;
   client.closed = true;
+  if (notify && client.state === ClientState.LOGIN) {
+    const u = client.loginUser;
+    countLoginFailure(reason, u !== null && (u.inAuthFile || u.secret !== null));
+  }
   if (notify && reason !== '') {
     if (cf.log_pooler_errors) log.conn('warning', client, `pooler error: ${reason}`);
   }
@@ -474,11 +483,17 @@ export function launchNewConnection(pool: PgPool): void {
   }
   const maxDb = db.maxDbConnections;
   if (maxDb > 0 && db.serverCount >= maxDb) {
-    if (!evictIdle((p) => p.db === db, pool)) return;
+    if (!evictIdle((p) => p.db === db, pool)) {
+      limitHits.max_db_connections++;
+      return;
+    }
   }
   const maxUser = pool.user.maxUserConnections;
   if (maxUser > 0 && pool.user.serverCount >= maxUser) {
-    if (!evictIdle((p) => p.user === pool.user, pool)) return;
+    if (!evictIdle((p) => p.user === pool.user, pool)) {
+      limitHits.max_user_connections++;
+      return;
+    }
   }
   openServer(pool);
 }

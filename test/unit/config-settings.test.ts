@@ -73,6 +73,7 @@ const SPEC: Record<string, [string | null, boolean]> = {
   tcp_keepidle: ['0', true], tcp_keepintvl: ['0', true], tcp_user_timeout: ['0', true],
   // pgbun's own extensions (not in PgBouncer), listed here on purpose
   log_format: ['text', true],
+  metrics_listen_addr: ['', true], metrics_listen_port: ['0', true],
 };
 
 test('the table has exactly PgBouncer\'s keys (plus pgbun extensions), each with its default and reload flag', () => {
