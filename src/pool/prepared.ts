@@ -86,6 +86,8 @@ export class ServerPrepared {
   private cnames: Array<string | null> = new Array<string | null>(64).fill(null);
   private head = 0;
   private len = 0;
+  /** synthetic answers wait behind a response that is being forwarded right now (flushDue) */
+  syntheticDue = false;
 
   get queued(): number {
     return this.len;
@@ -127,6 +129,11 @@ export class ServerPrepared {
 
   headAct(): number {
     return this.acts[this.head]!;
+  }
+
+  /** what becomes of the response to the k-th queued request (0 = the head) */
+  actAt(k: number): number {
+    return this.acts[(this.head + k) & (this.kinds.length - 1)]!;
   }
 
   headEnt(): Entry | null {
@@ -251,11 +258,13 @@ function sendParse(server: Server, sp: ServerPrepared, e: Entry, act: number, cn
 }
 
 /** Answer a synthetic response now if nothing is outstanding before it, else queue it. */
-function synthetic(client: Client, sp: ServerPrepared, kind: number): void {
+function synthetic(client: Client, sp: ServerPrepared, kind: number, e: Entry | null = null, cname: string | null = null): void {
   if (sp.queued === 0) {
     client.send(kind === F_PARSE ? msg.PARSE_COMPLETE_MSG : msg.CLOSE_COMPLETE_MSG);
   } else {
-    sp.push(kind, ACT_SYNTHETIC);
+    // queued with its statement and name: if an error before it makes PostgreSQL skip it,
+    // the client's name goes too (abandon)
+    sp.push(kind, ACT_SYNTHETIC, e, cname);
   }
 }
 
@@ -276,9 +285,10 @@ function abandon(server: Server, sp: ServerPrepared, client: Client | null): voi
   const kind = sp.headKind();
   const act = sp.headAct();
   const e = sp.headEnt();
-  if (kind === F_PARSE && e !== null && act !== ACT_SYNTHETIC) {
-    // not prepared after all
-    if (sp.lru.delete(e)) unref(e);
+  if (kind === F_PARSE && e !== null) {
+    // not prepared after all: not on the server (unless pgbun only answered for it, the
+    // statement being there already), and not under the client's name
+    if (act !== ACT_SYNTHETIC && sp.lru.delete(e)) unref(e);
     const cname = sp.headName();
     if (cname !== null && client?.prepared?.get(cname) === e) {
       client.prepared.delete(cname);
@@ -346,7 +356,7 @@ export const prepared = {
         e.refs++;
         if (sp.lru.has(e)) {
           sp.touch(e);
-          synthetic(client, sp, F_PARSE);
+          synthetic(client, sp, F_PARSE, e, name);
         } else {
           sendParse(server, sp, e, ACT_FORWARD, name);
         }
@@ -459,12 +469,31 @@ export const prepared = {
     }
     if (!ends) return FORWARD;
     const act = sp.headAct();
+    // pgbun's own answers queued behind this response go out after it, so the response must be
+    // whole here: it is forwarded by Server.onMessage, then the answers (flushDue)
+    const answersBehind = act !== ACT_SWALLOW && sp.queued > 1 && sp.actAt(1) === ACT_SYNTHETIC;
+    if (answersBehind && !_complete) return NEED_FULL;
     const e = sp.headEnt();
     if (kind === F_CLOSE && e !== null && act === ACT_SWALLOW) unref(e);
     if (kind === F_PARSE && e !== null) e.validated = true;
     sp.pop();
-    if (type !== B_READY_FOR_QUERY) flushSynthetic(client, server, sp);
-    return act === ACT_SWALLOW ? HANDLED : FORWARD;
+    if (act === ACT_SWALLOW) {
+      flushSynthetic(client, server, sp);
+      return HANDLED;
+    }
+    if (answersBehind) sp.syntheticDue = true;
+    return FORWARD;
+  },
+
+  /**
+   * After the response that ended a request has been queued for the client: pgbun's own answers
+   * that were waiting behind it (synthetic ParseComplete/CloseComplete) go out now.
+   */
+  flushDue(server: Server, client: Client): void {
+    const sp = server.prepared;
+    if (sp === null || !sp.syntheticDue) return;
+    sp.syntheticDue = false;
+    flushSynthetic(client, server, sp);
   },
 
   /**

@@ -425,7 +425,19 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     if (this.rewriting && this.prepared !== null) {
       const a = prepared.onServerMessage(this, client, type, len, buf, start, complete);
       if (a !== FORWARD) return a;
+      if (this.prepared.syntheticDue && type !== B_READY_FOR_QUERY) {
+        // pgbun's own answers follow this response: forward it first, then them
+        const r = this.onLinkedMessage(client, type, len, buf, start);
+        if (r === FORWARD) this.stream.forwardRange(buf, start, start + len + 1);
+        prepared.flushDue(this, client);
+        return r === STOP ? STOP : HANDLED;
+      }
     }
+    return this.onLinkedMessage(client, type, len, buf, start);
+  }
+
+  /** A (whole, when its content matters) message for the linked client: track state, then forward. */
+  private onLinkedMessage(client: Client, type: number, len: number, buf: Buffer, start: number): Action {
     switch (type) {
       case B_READY_FOR_QUERY:
         return this.onReadyForQuery(client, buf, start);
@@ -459,6 +471,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     const done = this.noteReadyForQuery(status, now);
     this.stream.forwardRange(buf, start, start + 6);
     this.stream.flush();
+    // pgbun's own answers for the next requests follow the ReadyForQuery
+    if (this.prepared !== null) prepared.flushDue(this, client);
     pooler.onReadyForQuery(this, client, status, done, now);
     return HANDLED;
   }

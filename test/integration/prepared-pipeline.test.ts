@@ -1,0 +1,84 @@
+// Prepared statements in pipelines (transaction mode, max_prepared_statements > 0), as psycopg's
+// pipeline mode sends them: new and already prepared named statements and unnamed ones in one
+// pipeline, answered after a Flush without a Sync; a failing Parse inside a pipeline.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
+import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
+import { bindMessage, describeMessage, executeMessage, flush, parseMessage, sync, type WireClient, type WireMessage } from '../lib/wire.js';
+import { login, roleUserlist } from '../lib/pool-helpers.js';
+
+const pg = await sharedPostgres();
+let B: TestPgbun;
+
+before(async () => {
+  B = await startPgbun({
+    ini: {
+      pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', max_prepared_statements: 100 },
+      databases: { [TEST_DB]: pgConnstr(pg, { dbname: TEST_DB, pool_size: 1 }) },
+    },
+    userlist: roleUserlist(),
+  });
+});
+
+after(async () => {
+  await B?.stop();
+});
+
+const stmt = (name: string, sql: string): Buffer[] => [parseMessage(name, sql), bindMessage('', name), describeMessage('P', ''), executeMessage()];
+const reuse = (name: string): Buffer[] => [bindMessage('', name), describeMessage('P', ''), executeMessage()];
+
+/** Read until `n` CommandCompletes (or an error); the types and the DataRow values. */
+async function readResults(c: WireClient, n: number): Promise<{ types: string; values: string[] }> {
+  const out: WireMessage[] = [];
+  let done = 0;
+  while (done < n) {
+    const m = await c.readMessage(5000);
+    out.push(m);
+    if (m.type === 'C') done++;
+    if (m.type === 'E') break;
+  }
+  const values = out.filter((m) => m.type === 'D').map((m) => m.body.subarray(6).toString());
+  return { types: out.map((m) => m.type).join(''), values };
+}
+
+async function client(): Promise<WireClient> {
+  return (await login(B, 'trust_user', TEST_DB)).client;
+}
+
+test('new, already prepared and unnamed statements in one pipeline are answered after a Flush without Sync', async () => {
+  // the only server learns `SELECT 1` from an earlier client
+  const first = await client();
+  await first.write([...stmt('s1', 'SELECT 1'), sync()]);
+  await first.readUntil('Z');
+  first.destroy();
+
+  const c = await client();
+  await c.write([...stmt('a', 'SELECT 2'), ...stmt('b', 'SELECT 1'), ...stmt('', 'SELECT 3'), ...reuse('b'), flush()]);
+  const r = await readResults(c, 4);
+  assert.equal(r.types, '12TDC12TDC12TDC2TDC');
+  assert.deepEqual(r.values, ['2', '1', '3', '1']);
+  await c.write(sync());
+  await c.readUntil('Z');
+  // and once more in the other order, on the same connection
+  await c.write([...stmt('', 'SELECT 3'), ...stmt('d', 'SELECT 1'), ...reuse('a'), flush()]);
+  const r2 = await readResults(c, 3);
+  assert.deepEqual(r2.values, ['3', '1', '2']);
+  await c.write(sync());
+  await c.readUntil('Z');
+  c.destroy();
+});
+
+test('a Parse that fails inside a pipeline: the error, the rest skipped up to Sync, then the same names work', async () => {
+  const c = await client();
+  await c.write([...stmt('p1', 'SELECT 1'), ...stmt('p2', 'SELECT * FROM no_such_table_yet'), ...stmt('p3', 'SELECT 2'), sync()]);
+  const msgs = await c.readUntil('Z', 5000);
+  const types = msgs.map((m) => m.type).join('');
+  assert.equal(types, '12TDCEZ');
+  // p2 and p3 were never prepared: the client may prepare them again under the same names
+  await c.write([...stmt('p3', 'SELECT 2'), ...stmt('p2', 'SELECT 5'), ...reuse('p1'), sync()]);
+  const again = await c.readUntil('Z', 5000);
+  assert.equal(again.map((m) => m.type).join(''), '12TDC12TDC2TDCZ');
+  c.destroy();
+});
