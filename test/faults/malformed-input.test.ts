@@ -14,7 +14,7 @@ import { assertPgbenchClean, pgbench, type PgbenchResult } from '../lib/clients.
 import { drainUntilClose, ensureBenchDatabase, faultSeed, fdCount, Rng, rssKb } from '../lib/faults.js';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
-import { isAlive, sleep } from '../lib/procs.js';
+import { isAlive, sleep, withTimeout } from '../lib/procs.js';
 import { login, roleUserlist, waitUntil } from '../lib/txpool.js';
 import {
   bindMessage, executeMessage, message, parseErrorFields, parseMessage, PROTOCOL_3, query, sslRequest, startupMessage, startupPacket, sync,
@@ -83,34 +83,33 @@ interface PreLoginOutcome {
   ms: number;
 }
 
-/** Send bytes before login, then read until the connection closes (bounded). */
+/**
+ * Send bytes before login, then wait until the connection closes (bounded) and parse what came
+ * back: leading one-byte SSLRequest answers ('N'/'S'), then messages.
+ */
 async function preLogin(bytes: Buffer | Buffer[], boundMs = (LOGIN_TIMEOUT + 8) * 1000): Promise<PreLoginOutcome> {
   const c = await WireClient.connect({ host: B.host, port: B.port });
   const t0 = Date.now();
   try {
     await c.write(bytes).catch(() => {}); // pgbun may close while we still write
-    const errors: PreLoginOutcome['errors'] = [];
+    const closed = !!(await withTimeout(c.closedPromise, boundMs));
+    const ms = Date.now() - t0;
+    const data = c.pending;
     let raw = '';
-    const deadline = t0 + boundMs;
-    for (;;) {
-      // an SSLRequest answer is one byte, not a message
-      if (c.pending.length > 0 && (c.pending[0] === 0x4e || c.pending[0] === 0x53) && c.pending.length < 5) {
-        raw += String.fromCharCode(c.pending[0]);
-        await c.readBytes(1);
-        continue;
-      }
-      let m;
-      try {
-        m = await c.readMessageOrClose(Math.max(1, deadline - Date.now()));
-      } catch (e) {
-        if (e instanceof WireTimeoutError) return { errors, raw, closed: false, ms: Date.now() - t0 };
-        if (e instanceof WireClosedError) return { errors, raw: raw + c.pending.toString('latin1'), closed: true, ms: Date.now() - t0 };
-        throw e;
-      }
-      if (m === null) return { errors, raw, closed: true, ms: Date.now() - t0 };
-      if (m.type === 'E') errors.push(parseErrorFields(m.body));
-      else raw += m.type;
+    let i = 0;
+    while (i < data.length && (data[i] === 0x4e || data[i] === 0x53) && (data.length - i < 5 || data.readInt32BE(i + 1) > 0x10000 || data.readInt32BE(i + 1) < 4)) {
+      raw += String.fromCharCode(data[i++]);
     }
+    const errors: PreLoginOutcome['errors'] = [];
+    while (i + 5 <= data.length) {
+      const len = data.readInt32BE(i + 1);
+      if (len < 4 || i + 1 + len > data.length) break;
+      if (data[i] === 0x45) errors.push(parseErrorFields(data.subarray(i + 5, i + 1 + len)));
+      else raw += String.fromCharCode(data[i]);
+      i += 1 + len;
+    }
+    if (i < data.length) raw += `+${data.length - i} unparsed bytes`;
+    return { errors, raw, closed, ms };
   } finally {
     c.destroy();
   }
@@ -199,7 +198,10 @@ describe('malformed input before login', () => {
   test('repeated SSLRequest: answered or refused, never a hang or a crash', async () => {
     const o1 = await preLogin([sslRequest(), sslRequest()]);
     assert.equal(o1.closed, true, JSON.stringify(o1));
-    assert.match(o1.raw, /^N/, JSON.stringify(o1));
+    // answered N then refused, or (PgBouncer 1.18) refused at once: plaintext already queued
+    // behind an SSLRequest is not trusted
+    assert.ok(/^N/.test(o1.raw) || o1.errors.at(-1)?.M === 'received unencrypted data after SSL request', JSON.stringify(o1));
+    assert.ok(o1.errors.length > 0, `an ErrorResponse before the close: ${JSON.stringify(o1)}`);
     const o2 = await preLogin(Array.from({ length: 1000 }, () => sslRequest()));
     assert.equal(o2.closed, true, JSON.stringify(o2));
     await assertUp('after repeated SSLRequests');
@@ -208,8 +210,8 @@ describe('malformed input before login', () => {
   test('random bytes on 300 connections: each is closed within client_login_timeout + 8 s', async () => {
     const rng = new Rng(seed);
     const outcomes: PreLoginOutcome[] = [];
-    for (let round = 0; round < 10; round++) {
-      outcomes.push(...(await Promise.all(Array.from({ length: 30 }, () => preLogin(rng.bytes(rng.int(1, 300)))))));
+    for (let round = 0; round < 5; round++) {
+      outcomes.push(...(await Promise.all(Array.from({ length: 60 }, () => preLogin(rng.bytes(rng.int(1, 300)))))));
     }
     const open = outcomes.filter((o) => !o.closed);
     assert.deepEqual(open, [], 'every connection closed');
