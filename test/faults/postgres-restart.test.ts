@@ -19,7 +19,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { startPostgres, type TestPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { login, roleUserlist, settlesWithin, waitUntil } from '../lib/txpool.js';
-import { query, type WireClient } from '../lib/wire.js';
+import { attemptLogin, query, type PgError, type WireClient } from '../lib/wire.js';
 
 const DB = 'fault_restart';
 const LOGIN_RETRY = 3;
@@ -89,7 +89,9 @@ describe('pg_ctl restart under pgbench', () => {
 });
 
 describe('PostgreSQL stopped while clients hold, wait for, or log in to a pool', () => {
+  // one scenario in steps: PostgreSQL stays stopped from the first test to the last
   let B: TestPgbun;
+  let stoppedAt = 0;
   before(async () => {
     B = await pooler({ server_login_retry: 10, query_wait_timeout: 6, client_login_timeout: 8, server_connect_timeout: 5 }, {
       one: pgConnstr(pg, { dbname: DB, pool_size: 1 }),
@@ -97,10 +99,11 @@ describe('PostgreSQL stopped while clients hold, wait for, or log in to a pool',
     });
   });
   after(async () => {
+    if (stoppedAt) startStoppedPostgres(pg);
     await B?.stop();
   });
 
-  test('every client gets an ErrorResponse, and newcomers during server_login_retry get theirs at once', async () => {
+  test('the client holding the server and the clients waiting for it each get an ErrorResponse, never a bare close', async () => {
     const { client: holder } = await login(B, 'trust_user', 'one');
     const waiters: WireClient[] = [];
     try {
@@ -112,7 +115,7 @@ describe('PostgreSQL stopped while clients hold, wait for, or log in to a pool',
         await client.write(query('SELECT 1'));
       }
       assert.equal(await settlesWithin(waiters[0].readMessage(300).catch(() => null), 200), false);
-      const stoppedAt = Date.now();
+      stoppedAt = Date.now();
       stopPostgres(pg, 'fast');
       const outcomes = await Promise.all([holder, ...waiters].map((c) => drainUntilClose(c, 6_000 + 15_000)));
       const ctx = JSON.stringify(outcomes);
@@ -126,29 +129,48 @@ describe('PostgreSQL stopped while clients hold, wait for, or log in to a pool',
         assert.ok(isPoolerFatal(o.errors.at(-1), /^(query_wait_timeout|server login has been failing.*\(server_login_retry\))$/),
           `a waiting client gets PgBouncer's query_wait_timeout or server_login_retry FATAL: ${ctx}`);
       }
-      // a newcomer while the last attempt failed less than server_login_retry ago: told at once
-      assert.ok(Date.now() - stoppedAt < 10_000 + 6_000, 'still inside server_login_retry of a recent failure');
-      const t0 = Date.now();
-      const newcomer = await login(B, 'trust_user', 'one').then(async ({ client }) => {
-        await client.write(query('SELECT 1'));
-        return drainUntilClose(client, 10_000);
-      }, (e: Error) => ({ errors: [{ S: 'FATAL', C: '', M: e.message, fields: {} }], others: [], closed: true }));
-      const took = Date.now() - t0;
-      assert.equal(newcomer.closed, true, JSON.stringify(newcomer));
-      assert.ok(newcomer.errors.length > 0, `the newcomer gets an ErrorResponse: ${JSON.stringify(newcomer)}`);
-      assert.match(newcomer.errors.at(-1)!.M, /server_login_retry/, JSON.stringify(newcomer));
-      assert.ok(took < 3000, `the newcomer is told at once, not after ${took} ms`);
-      // a client logging in to a pool that never had a server: an ErrorResponse too
-      const fresh = await import('../lib/wire.js').then((w) => w.attemptLogin({ host: B.host, port: B.port }, { user: 'trust_user', database: 'fresh', timeoutMs: 30_000 }));
-      const freshOutcome = fresh.error ? { errors: [fresh.error], closed: true } : await fresh.client.query('SELECT 1', 30_000).then((r) => ({ errors: r.error ? [r.error] : [], closed: false }), () => ({ errors: [], closed: true }));
-      fresh.client.destroy();
-      assert.ok(freshOutcome.errors.length > 0, `a client logging in while PostgreSQL is down gets an ErrorResponse: ${JSON.stringify(freshOutcome)}`);
     } finally {
       holder.destroy();
       for (const w of waiters) w.destroy();
-      startStoppedPostgres(pg);
     }
-    // and back to service
+  });
+
+  test('a newcomer during server_login_retry gets the server_login_retry FATAL at once', async () => {
+    assert.ok(stoppedAt > 0, 'PostgreSQL was stopped by the previous step');
+    assert.ok(Date.now() - stoppedAt < 10_000 + 6_000, 'still inside server_login_retry of a recent failure');
+    const t0 = Date.now();
+    const newcomer = await login(B, 'trust_user', 'one').then(async ({ client }) => {
+      await client.write(query('SELECT 1'));
+      return drainUntilClose(client, 10_000);
+    }, (e: Error) => ({ errors: [{ S: 'FATAL', C: '', M: e.message, fields: {} }], others: [], closed: true }));
+    const took = Date.now() - t0;
+    assert.equal(newcomer.closed, true, JSON.stringify(newcomer));
+    assert.ok(newcomer.errors.length > 0, `the newcomer gets an ErrorResponse: ${JSON.stringify(newcomer)}`);
+    assert.match(newcomer.errors.at(-1)!.M, /server_login_retry/, `${took} ms: ${JSON.stringify(newcomer)}`);
+    assert.ok(took < 3000, `the newcomer is told at once, not after ${took} ms`);
+  });
+
+  test('a client logging in to a pool that never had a server gets an ErrorResponse', async () => {
+    assert.ok(stoppedAt > 0, 'PostgreSQL was stopped by the previous steps');
+    const fresh = await attemptLogin({ host: B.host, port: B.port }, { user: 'trust_user', database: 'fresh', timeoutMs: 30_000 });
+    try {
+      let outcome: { errors: PgError[]; closed: boolean };
+      if (fresh.error) outcome = { errors: [fresh.error], closed: true };
+      else {
+        await fresh.client.write(query('SELECT 1'));
+        outcome = await drainUntilClose(fresh.client, 30_000);
+      }
+      assert.ok(outcome.errors.length > 0, `an ErrorResponse, not a bare close: ${JSON.stringify(outcome)}`);
+      assert.equal(outcome.errors.at(-1)!.S, 'FATAL', JSON.stringify(outcome));
+    } finally {
+      fresh.client.destroy();
+    }
+  });
+
+  test('PostgreSQL back: queries through the pooler work again', async () => {
+    assert.ok(stoppedAt > 0);
+    startStoppedPostgres(pg);
+    stoppedAt = 0;
     await waitUntil('a query through the pooler works again', () => tryQuery(B, 'one'), (r) => r === null, 20_000, 300);
   });
 });
