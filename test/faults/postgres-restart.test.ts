@@ -216,3 +216,41 @@ describe('a server login that fails while clients wait for the pool', () => {
     }
   });
 });
+
+describe('clients waiting for a server past query_wait_timeout', () => {
+  let B: TestPgbun;
+  before(async () => {
+    B = await pooler({ query_wait_timeout: 3 }, { one: pgConnstr(pg, { dbname: DB, pool_size: 1 }) });
+  });
+  after(async () => {
+    await B?.stop();
+  });
+
+  test('each gets FATAL query_wait_timeout before the close: one query, 500 pipelined queries, a 1 MB query', async () => {
+    const { client: holder } = await login(B, 'trust_user', 'one');
+    const waiters: WireClient[] = [];
+    try {
+      assert.equal((await holder.query('BEGIN')).status, 'T');
+      const loads = [
+        [query('SELECT 1')],
+        Array.from({ length: 500 }, (_, i) => query(`SELECT ${i}`)),
+        [query(`SELECT '${'x'.repeat(1024 * 1024)}'`)],
+      ];
+      for (const load of loads) {
+        const { client } = await login(B, 'trust_user', 'one');
+        waiters.push(client);
+        void client.write(load).catch(() => {});
+      }
+      const outcomes = await Promise.all(waiters.map((c) => drainUntilClose(c, 3_000 + 10_000)));
+      for (const [i, o] of outcomes.entries()) {
+        assert.equal(o.closed, true, `waiter ${i}: ${JSON.stringify(o)}`);
+        assert.ok(isPoolerFatal(o.errors.at(-1), 'query_wait_timeout'), `waiter ${i} (${['one query', '500 pipelined queries', 'a 1 MB query'][i]}) gets FATAL query_wait_timeout, not a bare close: ${JSON.stringify(o)}`);
+      }
+      // the holder was not waiting: its transaction goes on
+      assert.equal((await holder.query('COMMIT')).status, 'I');
+    } finally {
+      holder.destroy();
+      for (const w of waiters) w.destroy();
+    }
+  });
+});
