@@ -58,6 +58,29 @@ async function tryQuery(b: TestPgbun, db: string): Promise<string | null> {
   }
 }
 
+/**
+ * A client holding the only server of pool `db` inside BEGIN, and one more client per load that
+ * sends it (and so waits for that server).
+ */
+async function holderAndWaiters(b: TestPgbun, db: string, loads: Buffer[][]): Promise<{ holder: WireClient; waiters: WireClient[] }> {
+  const { client: holder } = await login(b, 'trust_user', db);
+  const waiters: WireClient[] = [];
+  try {
+    assert.equal((await holder.query('BEGIN')).status, 'T');
+    assert.equal((await holder.query('SELECT 1')).error, null);
+    for (const load of loads) {
+      const { client } = await login(b, 'trust_user', db);
+      waiters.push(client);
+      void client.write(load).catch(() => {}); // a big load is not read while its client waits
+    }
+  } catch (e) {
+    holder.destroy();
+    for (const w of waiters) w.destroy();
+    throw e;
+  }
+  return { holder, waiters };
+}
+
 describe('pg_ctl restart under pgbench', () => {
   let B: TestPgbun;
   before(async () => {
@@ -104,16 +127,8 @@ describe('PostgreSQL stopped while clients hold, wait for, or log in to a pool',
   });
 
   test('the client holding the server and the clients waiting for it each get an ErrorResponse, never a bare close', async () => {
-    const { client: holder } = await login(B, 'trust_user', 'one');
-    const waiters: WireClient[] = [];
+    const { holder, waiters } = await holderAndWaiters(B, 'one', [[query('SELECT 1')], [query('SELECT 1')]]);
     try {
-      assert.equal((await holder.query('BEGIN')).status, 'T');
-      assert.equal((await holder.query('SELECT 1')).error, null);
-      for (let i = 0; i < 2; i++) {
-        const { client } = await login(B, 'trust_user', 'one');
-        waiters.push(client);
-        await client.write(query('SELECT 1'));
-      }
       assert.equal(await settlesWithin(waiters[0].readMessage(300).catch(() => null), 200), false);
       stoppedAt = Date.now();
       stopPostgres(pg, 'fast');
@@ -227,20 +242,12 @@ describe('clients waiting for a server past query_wait_timeout', () => {
   });
 
   test('each gets FATAL query_wait_timeout before the close: one query, 500 pipelined queries, a 1 MB query', async () => {
-    const { client: holder } = await login(B, 'trust_user', 'one');
-    const waiters: WireClient[] = [];
+    const { holder, waiters } = await holderAndWaiters(B, 'one', [
+      [query('SELECT 1')],
+      Array.from({ length: 500 }, (_, i) => query(`SELECT ${i}`)),
+      [query(`SELECT '${'x'.repeat(1024 * 1024)}'`)],
+    ]);
     try {
-      assert.equal((await holder.query('BEGIN')).status, 'T');
-      const loads = [
-        [query('SELECT 1')],
-        Array.from({ length: 500 }, (_, i) => query(`SELECT ${i}`)),
-        [query(`SELECT '${'x'.repeat(1024 * 1024)}'`)],
-      ];
-      for (const load of loads) {
-        const { client } = await login(B, 'trust_user', 'one');
-        waiters.push(client);
-        void client.write(load).catch(() => {});
-      }
       const outcomes = await Promise.all(waiters.map((c) => drainUntilClose(c, 3_000 + 10_000)));
       for (const [i, o] of outcomes.entries()) {
         assert.equal(o.closed, true, `waiter ${i}: ${JSON.stringify(o)}`);
