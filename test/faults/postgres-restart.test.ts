@@ -195,7 +195,9 @@ describe('a server login that fails while clients wait for the pool', () => {
   let B: TestPgbun;
   before(async () => {
     await pg.query(`CREATE DATABASE ${GONE}`);
-    B = await pooler({ server_login_retry: 10, query_wait_timeout: 20, server_connect_timeout: 5 },
+    // server_login_retry outlasts query_wait_timeout: the newcomer step is inside it even when
+    // the waiting client had to wait for query_wait_timeout
+    B = await pooler({ server_login_retry: 40, query_wait_timeout: 20, server_connect_timeout: 5 },
       { gone: pgConnstr(pg, { dbname: GONE, pool_size: 2 }) });
   });
   after(async () => {
@@ -203,7 +205,8 @@ describe('a server login that fails while clients wait for the pool', () => {
     await pg.query(`ALTER DATABASE ${GONE} CONNECTION LIMIT -1`).catch(() => {});
   });
 
-  test('the waiting client is told at once (not after query_wait_timeout), and so is a newcomer', async () => {
+  let loginFailedAt = 0;
+  test('a client waiting for the pool when its server login fails is told at once, not after query_wait_timeout', async () => {
     const { client: x } = await login(B, 'trust_user', 'gone');
     try {
       assert.equal((await x.query('SELECT 1')).error, null);
@@ -212,12 +215,22 @@ describe('a server login that fails while clients wait for the pool', () => {
       await waitUntil('the idle server is gone', async () => (await pg.query(`SELECT 1 FROM pg_stat_activity WHERE datname = $1`, 'postgres', [GONE])).length, (n) => n === 0, 10_000);
       await sleep(300); // let the pooler see its idle server's EOF
       const t0 = Date.now();
+      loginFailedAt = t0; // its query makes the pooler log in, and the login fails
       await x.write(query('SELECT 1'));
       const o = await drainUntilClose(x, 30_000);
       const took = Date.now() - t0;
       assert.ok(o.errors.length > 0, `an ErrorResponse: ${JSON.stringify(o)}`);
       assert.match(o.errors.at(-1)!.M, /too many connections|server_login_retry/, JSON.stringify(o));
       assert.ok(took < 5000, `told ${took} ms after its query (query_wait_timeout is 20 s): ${JSON.stringify(o)}`);
+    } finally {
+      x.destroy();
+    }
+  });
+
+  test('a newcomer while that login keeps failing is told at once', async () => {
+    assert.ok(loginFailedAt > 0, 'the previous step made the server login fail');
+    assert.ok(Date.now() - loginFailedAt < 35_000, 'still inside server_login_retry');
+    {
       const t1 = Date.now();
       const newcomer = await login(B, 'trust_user', 'gone').then(async ({ client }) => {
         await client.write(query('SELECT 1'));
@@ -226,8 +239,6 @@ describe('a server login that fails while clients wait for the pool', () => {
       assert.ok(newcomer.errors.length > 0, JSON.stringify(newcomer));
       assert.match(newcomer.errors.at(-1)!.M, /server_login_retry|too many connections/, JSON.stringify(newcomer));
       assert.ok(Date.now() - t1 < 3000, `a newcomer during server_login_retry is told at once, not after ${Date.now() - t1} ms`);
-    } finally {
-      x.destroy();
     }
   });
 });
