@@ -121,53 +121,53 @@ describe(`connection floods beyond max_client_conn = ${MAX_CLIENTS}`, () => {
   test('300 raw TCP connections that send nothing: console and existing client unaffected, newcomers refused', async () => {
     const socks: net.Socket[] = [];
     await duringFlood('during the silent flood', async (admin) => {
-        for (let i = 0; i < 300; i += 50) {
-          socks.push(...(await Promise.all(Array.from({ length: 50 }, () => rawConnect().catch(() => null)))).filter((s): s is net.Socket => s !== null));
-          await timedShowPools(admin);
-        }
-        for (const s of socks) s.on('error', () => {});
-        await sleep(500);
-        // a newcomer beyond the limit: PgBouncer's FATAL (the silent connections count as clients)
-        const t0 = Date.now();
-        const a = await attemptLogin({ host: B.host, port: B.port }, { user: 'trust_user', database: 'db', timeoutMs: 10_000 });
-        a.client.destroy();
-        assert.ok(a.error, `a client beyond max_client_conn is refused (took ${Date.now() - t0} ms)`);
-        assert.deepEqual([a.error.S, a.error.C, a.error.M], ['FATAL', '08P01', 'no more connections allowed (max_client_conn)'], JSON.stringify(a.error));
-        // a new console session gets in regardless, and answers quickly
-        const admin2 = await adminLogin(B);
-        await timedShowPools(admin2);
-        await admin2.terminate();
+      for (let i = 0; i < 300; i += 50) {
+        socks.push(...(await Promise.all(Array.from({ length: 50 }, () => rawConnect().catch(() => null)))).filter((s): s is net.Socket => s !== null));
+        await timedShowPools(admin);
+      }
+      for (const s of socks) s.on('error', () => {});
+      await sleep(500);
+      // a newcomer beyond the limit: PgBouncer's FATAL (the silent connections count as clients)
+      const t0 = Date.now();
+      const a = await attemptLogin({ host: B.host, port: B.port }, { user: 'trust_user', database: 'db', timeoutMs: 10_000 });
+      a.client.destroy();
+      assert.ok(a.error, `a client beyond max_client_conn is refused (took ${Date.now() - t0} ms)`);
+      assert.deepEqual([a.error.S, a.error.C, a.error.M], ['FATAL', '08P01', 'no more connections allowed (max_client_conn)'], JSON.stringify(a.error));
+      // a new console session gets in regardless, and answers quickly
+      const admin2 = await adminLogin(B);
+      await timedShowPools(admin2);
+      await admin2.terminate();
     }, () => socks.forEach((s) => s.destroy()));
   });
 
   test('250 clients logging in at once: at most max_client_conn get in, the rest get the max_client_conn FATAL', async () => {
     const opened: WireClient[] = [];
     await duringFlood('during the login flood', async (admin) => {
-        const showTimes: number[] = [];
-        let flooding = true;
-        const consoleLoop = (async () => {
-          while (flooding) {
-            showTimes.push(await timedShowPools(admin));
-            await sleep(100);
-          }
-        })();
-        const attempts = await Promise.all(Array.from({ length: 250 }, () =>
-          attemptLogin({ host: B.host, port: B.port }, { user: 'trust_user', database: 'db', timeoutMs: 30_000 })
-            .then((a) => (opened.push(a.client), a), (e: Error) => e)));
-        const failures = attempts.filter((a): a is Error => a instanceof Error);
-        assert.deepEqual(failures.map((e) => e.message), [], 'every attempt ends in a login or an ErrorResponse (no hang, no bare close)');
-        const ok = attempts.filter((a) => !(a instanceof Error) && a.login !== null);
-        const refused = attempts.filter((a) => !(a instanceof Error) && a.error !== null).map((a) => (a as { error: { S: string; C: string; M: string } }).error);
-        console.log(`# ${ok.length} logged in, ${refused.length} refused`);
-        for (const e of refused) assert.deepEqual([e.S, e.C, e.M], ['FATAL', '08P01', 'no more connections allowed (max_client_conn)']);
-        assert.ok(ok.length <= MAX_CLIENTS, `${ok.length} logged in, more than max_client_conn`);
-        assert.ok(ok.length >= MAX_CLIENTS - 5, `${ok.length} logged in: the limit is ${MAX_CLIENTS} (normal client and console count too)`);
-        // the ones that got in work (5 servers for all of them)
-        const results = await Promise.all(ok.map((a) => (a as { client: WireClient }).client.query('SELECT 7', 30_000)));
-        assert.ok(results.every((r) => r.error === null && r.rows[0]?.[0] === '7'));
-        flooding = false;
-        await consoleLoop;
-        console.log(`# SHOW POOLS during the flood: ${showTimes.length} times, max ${Math.max(...showTimes).toFixed(0)} ms`);
+      const showTimes: number[] = [];
+      let flooding = true;
+      const consoleLoop = (async () => {
+        while (flooding) {
+          showTimes.push(await timedShowPools(admin));
+          await sleep(100);
+        }
+      })();
+      const attempts = await Promise.all(Array.from({ length: 250 }, () =>
+        attemptLogin({ host: B.host, port: B.port }, { user: 'trust_user', database: 'db', timeoutMs: 30_000 })
+          .then((a) => (opened.push(a.client), a), (e: Error) => e)));
+      const failures = attempts.filter((a): a is Error => a instanceof Error);
+      assert.deepEqual(failures.map((e) => e.message), [], 'every attempt ends in a login or an ErrorResponse (no hang, no bare close)');
+      const ok = attempts.filter((a) => !(a instanceof Error) && a.login !== null);
+      const refused = attempts.filter((a) => !(a instanceof Error) && a.error !== null).map((a) => (a as { error: { S: string; C: string; M: string } }).error);
+      console.log(`# ${ok.length} logged in, ${refused.length} refused`);
+      for (const e of refused) assert.deepEqual([e.S, e.C, e.M], ['FATAL', '08P01', 'no more connections allowed (max_client_conn)']);
+      assert.ok(ok.length <= MAX_CLIENTS, `${ok.length} logged in, more than max_client_conn`);
+      assert.ok(ok.length >= MAX_CLIENTS - 5, `${ok.length} logged in: the limit is ${MAX_CLIENTS} (normal client and console count too)`);
+      // the ones that got in work (5 servers for all of them)
+      const results = await Promise.all(ok.map((a) => (a as { client: WireClient }).client.query('SELECT 7', 30_000)));
+      assert.ok(results.every((r) => r.error === null && r.rows[0]?.[0] === '7'));
+      flooding = false;
+      await consoleLoop;
+      console.log(`# SHOW POOLS during the flood: ${showTimes.length} times, max ${Math.max(...showTimes).toFixed(0)} ms`);
     }, () => opened.forEach((c) => c.destroy()));
   });
 
