@@ -225,6 +225,8 @@ describe('malformed input before login', () => {
 // ---------------------------------------------------------------------------------------------
 // after login: a stream of valid messages with mutations
 
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
+
 type Kind = 'typeByte' | 'lenSmall' | 'lenHuge' | 'lenOff' | 'badUtf8' | 'bindCounts' | 'bitflip' | 'garbage' | 'truncate';
 const KINDS: Kind[] = ['typeByte', 'lenSmall', 'lenHuge', 'lenOff', 'badUtf8', 'bindCounts', 'bindCounts', 'badUtf8', 'bitflip', 'garbage', 'truncate'];
 
@@ -244,9 +246,11 @@ function validMessages(rng: Rng): Buffer[] {
 function mutate(rng: Rng, kind: Kind): Buffer {
   const m = Buffer.from(validMessages(rng)[0]);
   switch (kind) {
-    case 'typeByte':
-      m[0] = rng.pick([0x00, 0x41, 0x47, 0x4b, 0x52, 0x5a, 0x61, 0x70, 0x7a, 0xff, rng.int(0, 255)]);
+    case 'typeByte': {
+      const t = rng.pick([0x00, 0x41, 0x47, 0x4b, 0x52, 0x5a, 0x61, 0x70, 0x7a, 0xff, rng.int(0, 255)]);
+      m[0] = t === 0x58 ? 0x59 : t; // not 'X': a Terminate legitimately closes without a word
       return m;
+    }
     case 'lenSmall':
       m.writeInt32BE(rng.pick([0, 1, 2, 3, -1, -100, -2147483648]), 1);
       return m;
@@ -286,15 +290,20 @@ interface FuzzStats {
   closedBare: number;
   stalls: number;
   errors: Map<string, number>;
+  /** how each connection closed without an ErrorResponse ended, and the batch's mutations */
+  bare: string[];
 }
 
 /** One batch on an open connection; returns false when the connection is finished with. */
 async function runBatch(c: WireClient, rng: Rng, stats: FuzzStats, marker: string, mutationRate: number): Promise<boolean> {
   const parts: Buffer[] = [];
+  const kinds: string[] = [];
   let n = 0;
   while (n < 100) {
     if (rng.next() < mutationRate) {
-      parts.push(mutate(rng, rng.pick(KINDS)));
+      const kind = rng.pick(KINDS);
+      kinds.push(`${kind}@${n}`);
+      parts.push(mutate(rng, kind));
       n++;
     } else {
       const v = validMessages(rng);
@@ -306,8 +315,9 @@ async function runBatch(c: WireClient, rng: Rng, stats: FuzzStats, marker: strin
   n++;
   try {
     await c.write(parts);
-  } catch {
+  } catch (e) {
     stats.closedBare++; // reset while we wrote: counted like a bare close, then checked below
+    stats.bare.push(`write: ${(e as Error).message}; mutations ${kinds.join(',')}`);
     return false;
   }
   stats.messages += n;
@@ -324,12 +334,15 @@ async function runBatch(c: WireClient, rng: Rng, stats: FuzzStats, marker: strin
       }
       if (e instanceof WireClosedError) {
         stats.closedBare++;
+        stats.bare.push(`read: ${(e as Error).message}; mutations ${kinds.join(',')}`);
         return false;
       }
       throw e;
     }
     if (m === null) {
+      if (Buffer.concat(parts).includes(TERMINATE)) return false; // garbage that spelled a Terminate
       stats.closedBare++;
+      stats.bare.push(`clean close without an error; mutations ${kinds.join(',')}`);
       return false;
     }
     if (m.type === 'E') {
@@ -350,7 +363,7 @@ async function runBatch(c: WireClient, rng: Rng, stats: FuzzStats, marker: strin
 describe('malformed messages after login', () => {
   test(`${MESSAGES} valid and mutated messages: pgbun stays up, pgbench loses nothing, fds and RSS return near baseline`, { timeout: LONG ? 3_600_000 : 400_000 }, async () => {
     const rng = new Rng(seed ^ 0x5eed);
-    const stats: FuzzStats = { messages: 0, batches: 0, connections: 0, closedWithError: 0, closedBare: 0, stalls: 0, errors: new Map() };
+    const stats: FuzzStats = { messages: 0, batches: 0, connections: 0, closedWithError: 0, closedBare: 0, stalls: 0, errors: new Map(), bare: [] };
     let done = false;
     // pgbench in short runs for as long as the fuzzing lasts: every run must be clean
     const benchRuns: PgbenchResult[] = [];
@@ -404,7 +417,7 @@ describe('malformed messages after login', () => {
     for (const [k, n] of [...stats.errors].sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`#   ${n} × ${k}`);
     assert.ok(stats.messages >= MESSAGES);
     for (const r of benchRuns) assertPgbenchClean(r, 1);
-    assert.equal(stats.closedBare, 0, 'every connection pgbun closed got an ErrorResponse first');
+    assert.deepEqual(stats.bare, [], 'every connection pgbun closed got an ErrorResponse first');
     await assertUp('after the fuzzing');
     // resources come back: fds at once-ish, RSS after a settle (GC is lazy)
     const pid = B.proc.pid!;
