@@ -352,7 +352,7 @@ async function runBatch(c: WireClient, rng: Rng, stats: FuzzStats, marker: strin
       if (e.S === 'FATAL') {
         const rest = await drainUntilClose(c, 10_000);
         if (rest.closed) stats.closedWithError++;
-        else stats.stalls++;
+        else stats.bare.push(`FATAL ${JSON.stringify(e)} but the connection stayed open for 10 s; mutations ${kinds.join(',')}`);
         return false;
       }
     } else if (m.type === 'D' && m.body.includes(Buffer.from(marker))) sawMarker = true;
