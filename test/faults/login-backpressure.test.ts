@@ -10,19 +10,18 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { TcpGate } from '../lib/tcp-gate.js';
+import { rssKb } from '../lib/faults.js';
 import { query, startupMessage, WireClient } from '../lib/wire.js';
 import { login, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 
 function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : 0;
+  return rssKb(pid) / 1024;
 }
 
 /** One Query message of about `mb` megabytes (a long comment), answering 1. */
