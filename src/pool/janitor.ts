@@ -11,7 +11,7 @@ import { registry, type PgPool } from './objects.js';
 import { ClientState, ServerState } from './state.js';
 import type { Client } from './client.js';
 import type { Server } from './server.js';
-import { disconnectClient, disconnectServer, launchNewConnection, poolerState } from './pooler.js';
+import { disconnectClient, disconnectServer, launchNewConnection, poolerState, serverConnectFailed } from './pooler.js';
 
 const PERIOD_MS = 333;
 let timer: NodeJS.Timeout | null = null;
@@ -185,10 +185,7 @@ function checkLoginServers(pool: PgPool, now: number): void {
   const t = cf.server_connect_timeout * 1e6;
   if (t <= 0) return;
   for (const s of pool.loginServers.toArray()) {
-    if (now - s.connectTimeUs > t) {
-      pool.lastConnectFailedUs = now;
-      disconnectServer(s, false, 'connect timeout');
-    }
+    if (now - s.connectTimeUs > t) serverConnectFailed(s, 'connect timeout');
   }
 }
 

@@ -215,19 +215,35 @@ export function serverLoginFailed(server: Server, sqlstate: string, message: str
   serverLogins.failed++;
   // record the failure first: closing the server looks for a replacement otherwise
   if (sqlstate === '57P03') {
-    // the database is starting up: retry after server_login_retry, clients keep waiting
-    pool.lastConnectFailedUs = nowUs();
-    disconnectServer(server, false, message);
+    // the database is starting up or shutting down: clients already waiting keep waiting for a
+    // retry after server_login_retry; newcomers meanwhile are told at once (checkFastFail)
+    serverConnectFailed(server, message);
     return;
   }
   const err = { sqlstate: fromServer ? sqlstate : '08P01', message };
   pool.lastLoginError = err;
   pool.lastLoginFailedUs = nowUs();
   disconnectServer(server, false, fromServer ? 'login failed' : message);
-  for (const c of pool.waitingClients.toArray()) {
-    // clients waiting to run auth_query in this pool (auth-query.ts) fail the same way
-    if (c.state === ClientState.WAITING_LOGIN || c.authQuery !== null) disconnectClient(c, true, message, err.sqlstate);
-  }
+  // every client waiting for this pool gets the server's error now (PgBouncer's
+  // kill_pool_logins): those waiting for the welcome, those waiting to run auth_query
+  // (auth-query.ts), and those queued for a server, which would otherwise wait out
+  // query_wait_timeout for a login that keeps failing
+  for (const c of pool.waitingClients.toArray()) disconnectClient(c, true, message, err.sqlstate);
+}
+
+/**
+ * A new server connection failed before its login (TCP connect, DNS, TLS, server_connect_timeout):
+ * no new attempt before server_login_retry, and meanwhile a client that needs a server while the
+ * pool has none is told at once (checkFastFail) instead of queueing for query_wait_timeout, as
+ * PgBouncer does. Clients already waiting keep waiting: the next attempt may succeed.
+ */
+export function serverConnectFailed(server: Server, reason: string): void {
+  const pool = server.pool;
+  const now = nowUs();
+  pool.lastConnectFailedUs = now;
+  pool.lastLoginError = { sqlstate: '08P01', message: reason };
+  pool.lastLoginFailedUs = now;
+  disconnectServer(server, false, reason);
 }
 
 /** A server with nothing left to do goes idle and, if anyone waits, to a client. */
@@ -533,10 +549,9 @@ export function openServer(pool: PgPool): Server {
   void resolveHost(host).then((addr) => {
     if (server.closed) return;
     if (addr === null) {
-      pool.lastConnectFailedUs = nowUs();
       // like a failed connect: with load_balance_hosts = disable the next host is tried next
       advanceHost(pool.db);
-      disconnectServer(server, false, 'server DNS lookup failed');
+      serverConnectFailed(server, 'server DNS lookup failed');
       return;
     }
     server.connect(host, pool.db.port, addr);

@@ -370,11 +370,10 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     pooler.disconnectServer(this, false, 'server conn crashed?');
   }
 
-  /** TCP/Unix connect failed: retry after server_login_retry; waiting clients keep waiting. */
+  /** TCP/Unix connect failed: retry after server_login_retry, the next host first (load_balance_hosts). */
   private connectFailed(): void {
-    this.pool.lastConnectFailedUs = nowUs();
     pooler.advanceHost(this.pool.db);
-    pooler.disconnectServer(this, false, 'connect failed');
+    pooler.serverConnectFailed(this, 'connect failed');
   }
 
   /** Write a pgbun-made message to the server, after whatever the client stream queued. */

@@ -10,7 +10,6 @@ import { cf } from '../config/current.js';
 import { SSL_REQUEST_CODE } from '../protocol/constants.js';
 import type { Server } from '../pool/server.js';
 import * as pooler from '../pool/pooler.js';
-import { nowUs } from '../pool/clock.js';
 import { serverTls } from './context.js';
 import { describeTls } from './client.js';
 
@@ -23,8 +22,7 @@ const SSL_REQUEST = (() => {
 
 /** A TLS failure before the login: like a failed connect, the pool retries after server_login_retry. */
 function tlsFailed(server: Server, reason: string): void {
-  server.pool.lastConnectFailedUs = nowUs();
-  pooler.disconnectServer(server, false, reason);
+  pooler.serverConnectFailed(server, reason);
 }
 
 /**

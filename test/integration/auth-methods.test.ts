@@ -355,7 +355,7 @@ describe('server login failures', () => {
     await assertServing(md5B);
   });
 
-  test('within server_login_retry: a new client of a pool without a server waits, then "client_login_timeout (server down)"; a logged-in client gets the cached error', async () => {
+  test('within server_login_retry: a new client of a pool without a server waits, then "client_login_timeout (server down)"; a queued client gets the server\'s error, a later one the cached error', async () => {
     // 1) pool gonedb already failed its login (previous test): the next client waits for the
     //    welcome until client_login_timeout (3 s), no new server login before server_login_retry
     const goneNext = (async () => {
@@ -396,8 +396,9 @@ describe('server login failures', () => {
     });
     await third.client.waitClose();
     third.client.destroy();
-    // the second one waited in the queue: query_wait_timeout (3 s)
-    assert.deepEqual((await secondError).fields, { S: 'FATAL', C: '08P01', M: 'query_wait_timeout' });
+    // the second one was queued for the server whose login failed: it got the server's error
+    // at once, with the server's SQLSTATE (PgBouncer relays it to every client waiting in the pool)
+    assert.deepEqual((await secondError).fields, { S: 'FATAL', C: '28P01', M: `password authentication failed for user "${RETRY}"` });
     second.client.destroy();
     await failB.waitForLog(new RegExp(`C-0x[0-9a-f]+: ${TEST_DB}/${RETRY}@\\S+ closing because: query_wait_timeout \\(age=\\d+s\\)`), 5000, off);
     await goneNext;
