@@ -120,7 +120,7 @@ export async function main(argv: string[]): Promise<void> {
     tryHelp();
   }
   if (p.check) {
-    const { checkConfig } = await import('./config/check.js');
+    const { checkConfig } = await import('./check.js');
     process.exit(checkConfig(p.config));
   }
   const childArgs = argv.filter((a) => a !== '-d' && a !== '--daemon');

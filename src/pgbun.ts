@@ -16,6 +16,7 @@ import { switchUser, UserSwitchError } from './process/user.js';
 import { daemonize, isDaemonChild, notifyParent } from './process/daemon.js';
 import { installSignalHandlers } from './process/signals.js';
 import { startAdmin } from './admin/start.js';
+import { setExitHandler } from './process/exit.js';
 import { loadAuthFile } from './auth/authfile.js';
 import { reloadAuthFiles } from './auth/login.js';
 import { VERSION_STRING } from './version.js';
@@ -57,6 +58,7 @@ function loadOrDie(opts: StartOptions): LoadedConfig {
 }
 
 export async function start(opts: StartOptions): Promise<void> {
+  setExitHandler(exitNow);
   const daemonChild = isDaemonChild();
   log.setStderr(!opts.quiet && !opts.daemon && !daemonChild);
   log.setVerbose(opts.verbose);
@@ -135,7 +137,7 @@ function checkPidfileOrDie(): void {
   }
 }
 
-/** Leave now: listeners and pidfile removed, exit code as given. */
+/** Leave now: listeners and pidfile removed, exit code as given (process/exit.ts calls it). */
 export function exitNow(code: number): never {
   sdNotifyStopping();
   closeAllListeners();

@@ -4,6 +4,7 @@
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
 import { F_QUERY } from '../protocol/constants.js';
+import { registerAdminDb } from '../pool/admin-db.js';
 import * as msg from '../protocol/messages.js';
 import { cstrEnd } from '../protocol/reader.js';
 import { HANDLED, NEED_FULL, STOP, WAIT, type Action } from '../protocol/stream.js';
@@ -115,3 +116,6 @@ export function adminCancel(target: Client): void {
 }
 
 export { trackedIndex };
+
+// the `pgbouncer` database's clients are handed to this module (pool/admin-db.ts)
+registerAdminDb({ checkAccess: checkAdminAccess, welcome: welcomeAdmin, onMessage: adminOnMessage, cancel: adminCancel });

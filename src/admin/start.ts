@@ -4,6 +4,8 @@ import type { LoadedConfig } from '../config/load.js';
 import { startControl } from '../pool/control.js';
 import { startStats } from '../stats/period.js';
 import { setPeers } from './show.js';
+// the console registers itself as the handler of the `pgbouncer` database when it loads
+import './console.js';
 import { noteLogfile } from '../reload.js';
 
 export function startAdmin(config: LoadedConfig): void {

@@ -30,7 +30,7 @@ import * as pooler from './pooler.js';
 import { forgetClientStatements, prepared, type Entry } from './prepared.js';
 import { findDatabase } from './databases.js';
 import { acceptClientTls, acceptDirectTls } from '../tls/client.js';
-import { adminCancel, adminOnMessage, checkAdminAccess, welcomeAdmin } from '../admin/console.js';
+import { adminDb } from './admin-db.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
 export const clientsByKey = new Map<string, Client>();
@@ -203,6 +203,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   fail(reason: string, sqlstate = '08P01'): void {
     this.flushAuthFinal();
     pooler.disconnectClient(this, true, reason, sqlstate);
+  }
+
+  /** Close without a message to the client (e.g. a TLS peer that was refused), logging why. */
+  drop(reason: string): void {
+    pooler.disconnectClient(this, false, reason);
   }
 
   /** Final cleanup, called once by pooler.disconnectClient. */
@@ -434,7 +439,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     this.dbName = target.dbName;
     this.userName = target.userName;
     if (target.db?.admin) {
-      adminCancel(target);
+      adminDb().cancel(target);
       pooler.disconnectClient(this, false, 'cancel request for console client');
       return;
     }
@@ -457,7 +462,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       return;
     }
     if (isAdminDb) {
-      const r = checkAdminAccess(this, userName, user);
+      const r = adminDb().checkAccess(this, userName, user);
       if (r === 'denied') return;
       // console clients count against the client limits too, except admin_users (PgBouncer)
       if (this.adminLevel !== 'admin' && !this.withinClientLimits(db!, user)) return;
@@ -538,7 +543,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
     if (db.admin) {
       this.countIn(db);
-      welcomeAdmin(this);
+      adminDb().welcome(this);
       return;
     }
     if (db.disabled) {
@@ -651,7 +656,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
         this.fail('unknown pkt');
         return STOP;
     }
-    if (this.db!.admin) return adminOnMessage(this, type, len, buf, start, complete);
+    if (this.db!.admin) return adminDb().onMessage(this, type, len, buf, start, complete);
     let server = this.link;
     if (server === null) {
       if ((type === F_PARSE || type === F_CLOSE || type === F_SYNC || type === F_FLUSH) && prepared.active(this.pool!)) {

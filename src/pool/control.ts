@@ -10,7 +10,7 @@
 // It runs on every janitor tick, and on a fast timer while something is waiting for it.
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
-import { exitNow } from '../pgbun.js';
+import { exitNow } from '../process/exit.js';
 import type { Client } from './client.js';
 import { nowUs } from './clock.js';
 import { onJanitorTick } from './janitor.js';

@@ -8,6 +8,7 @@ import { nowUs } from './clock.js';
 import { ClientState, ServerState } from './state.js';
 import { registry, type PgDatabase, type PgPool } from './objects.js';
 import { Internal, Server } from './server.js';
+import { serverEvents, type ServerEvents } from './server-events.js';
 import type { Client } from './client.js';
 import { buildSetQuery, VarCache } from './varcache.js';
 import { forgetServerStatements, prepared } from './prepared.js';
@@ -643,3 +644,15 @@ export function sendCancel(cs: Server): void {
   cs.cancelSent = true;
   cs.socket.end(msg.cancelRequest(target.backendKey!));
 }
+
+// Server connections report to these (server-events.ts), without importing this module.
+Object.assign(serverEvents, {
+  disconnect: disconnectServer,
+  loginFailed: serverLoginFailed,
+  loginDone: serverLoginDone,
+  connectFailed: serverConnectFailed,
+  advanceHost,
+  readyForQuery: onReadyForQuery,
+  internalDone: internalQueryDone,
+  sendCancel,
+} satisfies ServerEvents);

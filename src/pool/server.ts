@@ -21,7 +21,7 @@ import { ServerState } from './state.js';
 import { VarCache, trackedIndex } from './varcache.js';
 import { nowUs } from './clock.js';
 import { connIds } from './ids.js';
-import * as pooler from './pooler.js';
+import { serverEvents } from './server-events.js';
 import { applySocketOptions } from './sockopts.js';
 import { beginServerLogin } from '../tls/server.js';
 
@@ -328,7 +328,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       applySocketOptions(this.socket);
     }
     if (this.cancelTarget !== null) {
-      pooler.sendCancel(this);
+      serverEvents.sendCancel(this);
       return;
     }
     if (cf.log_connections) {
@@ -354,26 +354,26 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       this.connectFailed();
       return;
     }
-    pooler.disconnectServer(this, false, 'server conn crashed?');
+    serverEvents.disconnect(this, false, 'server conn crashed?');
   }
 
   private onSocketClose(): void {
     if (this.closed) return;
     if (this.cancelTarget !== null) {
-      pooler.disconnectServer(this, false, this.cancelSent ? 'successfully sent cancel request' : 'cancel connection failed');
+      serverEvents.disconnect(this, false, this.cancelSent ? 'successfully sent cancel request' : 'cancel connection failed');
       return;
     }
     if (this.state === ServerState.LOGIN && this.login !== null && !this.login.started) {
       this.connectFailed();
       return;
     }
-    pooler.disconnectServer(this, false, 'server conn crashed?');
+    serverEvents.disconnect(this, false, 'server conn crashed?');
   }
 
   /** TCP/Unix connect failed: retry after server_login_retry, the next host first (load_balance_hosts). */
   private connectFailed(): void {
-    pooler.advanceHost(this.pool.db);
-    pooler.serverConnectFailed(this, 'connect failed');
+    serverEvents.advanceHost(this.pool.db);
+    serverEvents.connectFailed(this, 'connect failed');
   }
 
   /** Write a pgbun-made message to the server, after whatever the client stream queued. */
@@ -385,7 +385,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   // ---- messages from the server ----
 
   onBadHeader(): void {
-    pooler.disconnectServer(this, false, 'bad packet header');
+    serverEvents.disconnect(this, false, 'bad packet header');
   }
 
   onMessage(type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
@@ -412,7 +412,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       }
       if (type === B_NOTICE) return HANDLED;
       log.conn('warning', this, `got packet '${String.fromCharCode(type)}' from server when not linked`);
-      pooler.disconnectServer(this, false, 'server conn crashed?');
+      serverEvents.disconnect(this, false, 'server conn crashed?');
       return STOP;
     }
 
@@ -472,7 +472,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     this.stream.flush();
     // pgbun's own answers for the next requests follow the ReadyForQuery
     if (this.prepared !== null) prepared.flushDue(this, client);
-    pooler.onReadyForQuery(this, client, status, done, now);
+    serverEvents.readyForQuery(this, client, status, done, now);
     return HANDLED;
   }
 
@@ -505,7 +505,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       case B_AUTH: {
         const err = this.login!.onAuthRequest(buf, start + 5, end);
         if (err !== null) {
-          pooler.serverLoginFailed(this, '08P01', err, false);
+          serverEvents.loginFailed(this, '08P01', err, false);
           return STOP;
         }
         return HANDLED;
@@ -515,7 +515,7 @@ export class Server implements ListNode, StreamOwner, LogSubject {
         const m = f.get('M') ?? 'unknown error';
         const sqlstate = f.get('C') ?? '08P01';
         log.conn('warning', this, `server login failed: ${f.get('S') ?? 'FATAL'} ${m}`);
-        pooler.serverLoginFailed(this, sqlstate, m, true);
+        serverEvents.loginFailed(this, sqlstate, m, true);
         return STOP;
       }
       case B_PARAMETER_STATUS:
@@ -532,18 +532,18 @@ export class Server implements ListNode, StreamOwner, LogSubject {
         return HANDLED;
       case B_READY_FOR_QUERY: {
         if (!this.login!.authenticated) {
-          pooler.serverLoginFailed(this, '08P01', 'server login failed: no authentication done', false);
+          serverEvents.loginFailed(this, '08P01', 'server login failed: no authentication done', false);
           return STOP;
         }
         const params = this.loginParams ?? [];
         this.loginParams = null;
         this.login = null;
         this.tx = buf[start + 5]!;
-        pooler.serverLoginDone(this, params);
+        serverEvents.loginDone(this, params);
         return this.closed ? STOP : HANDLED;
       }
       default:
-        pooler.disconnectServer(this, true, `unexpected packet during login: ${String.fromCharCode(type)}`);
+        serverEvents.disconnect(this, true, `unexpected packet during login: ${String.fromCharCode(type)}`);
         return STOP;
     }
   }
@@ -566,14 +566,14 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       this.internalError = f.get('M') ?? 'error';
     } else if (type === B_COPY_IN || type === B_COPY_BOTH) {
       // an internal query must not leave the server in COPY: its state is unknown now
-      pooler.disconnectServer(this, true, 'internal query started COPY');
+      serverEvents.disconnect(this, true, 'internal query started COPY');
       return STOP;
     } else if (type === B_COMMAND_COMPLETE) {
       prepared.onCommandComplete(this, null, buf, start, len, true);
     } else if (type === B_READY_FOR_QUERY) {
       const err = this.internalError;
       const kind = this.endInternal(buf[start + 5]!);
-      pooler.internalQueryDone(this, kind, err);
+      serverEvents.internalDone(this, kind, err);
       return this.closed ? STOP : HANDLED;
     }
     return HANDLED;

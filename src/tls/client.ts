@@ -6,7 +6,6 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import { log } from '../log/logger.js';
 import type { Client } from '../pool/client.js';
-import * as pooler from '../pool/pooler.js';
 import { clientTls, type ClientSideTls } from './context.js';
 
 /** ALPN protocol name of PostgreSQL (PostgreSQL 17, direct SSL negotiation). */
@@ -66,11 +65,11 @@ function upgrade(client: Client, conf: ClientSideTls, hello: Buffer | null, dire
     const why = checkPeer(sock, conf);
     if (why !== null) {
       // no FATAL over a connection whose peer we refused: just close it
-      pooler.disconnectClient(client, false, why);
+      client.drop(why);
       return;
     }
     if (direct && sock.alpnProtocol !== ALPN_POSTGRESQL) {
-      pooler.disconnectClient(client, false, 'direct SSL connection without ALPN protocol negotiation extension');
+      client.drop('direct SSL connection without ALPN protocol negotiation extension');
       return;
     }
     client.tlsInfo = describeTls(sock);

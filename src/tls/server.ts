@@ -9,7 +9,7 @@ import { log } from '../log/logger.js';
 import { cf } from '../config/current.js';
 import { SSL_REQUEST_CODE } from '../protocol/constants.js';
 import type { Server } from '../pool/server.js';
-import * as pooler from '../pool/pooler.js';
+import { serverEvents } from '../pool/server-events.js';
 import { serverTls } from './context.js';
 import { describeTls } from './client.js';
 
@@ -22,7 +22,7 @@ const SSL_REQUEST = (() => {
 
 /** A TLS failure before the login: like a failed connect, the pool retries after server_login_retry. */
 function tlsFailed(server: Server, reason: string): void {
-  pooler.serverConnectFailed(server, reason);
+  serverEvents.connectFailed(server, reason);
 }
 
 /**

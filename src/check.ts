@@ -1,10 +1,10 @@
 // `pgbun --check CONFIG`: load the ini, its auth_file and auth_hba_file (and ident map) the way
 // startup would, print every problem with file:line, start nothing. Exit 0 = usable.
-import { loadConfig } from './load.js';
-import { loadUserlist } from './userlist.js';
-import type { ConfigProblem } from './types.js';
-import { parseHbaFile } from '../auth/hba.js';
-import { parseIdentFile } from '../auth/ident.js';
+import { loadConfig } from './config/load.js';
+import { loadUserlist } from './config/userlist.js';
+import type { ConfigProblem } from './config/types.js';
+import { parseHbaFile } from './auth/hba.js';
+import { parseIdentFile } from './auth/ident.js';
 
 function line(p: ConfigProblem): string {
   const where = p.line > 0 ? `${p.file}:${p.line}` : p.file;
