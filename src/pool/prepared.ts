@@ -262,8 +262,6 @@ function synthetic(client: Client, sp: ServerPrepared, kind: number, e: Entry | 
   if (sp.queued === 0) {
     client.send(kind === F_PARSE ? msg.PARSE_COMPLETE_MSG : msg.CLOSE_COMPLETE_MSG);
   } else {
-    // queued with its statement and name: if an error before it makes PostgreSQL skip it,
-    // the client's name goes too (abandon)
     sp.push(kind, ACT_SYNTHETIC, e, cname);
   }
 }
@@ -280,17 +278,22 @@ function flushSynthetic(client: Client | null, server: Server, sp: ServerPrepare
   }
 }
 
-/** A request whose response never came (skipped after an error): undo its bookkeeping. */
-function abandon(server: Server, sp: ServerPrepared, client: Client | null): void {
+/**
+ * A request whose response never came: the one that failed (`failed`), or one PostgreSQL skipped
+ * after that error, up to the Sync. A Parse that failed is gone for the server and for the
+ * client. A skipped Parse is not on the server, but its name stays the client's, as in PgBouncer:
+ * pgbun knows the statement and prepares it on a server when the client uses it (drivers such as
+ * psycopg go on using such names after a failed pipeline).
+ */
+function abandon(server: Server, sp: ServerPrepared, client: Client | null, failed: boolean): void {
   const kind = sp.headKind();
   const act = sp.headAct();
   const e = sp.headEnt();
   if (kind === F_PARSE && e !== null) {
-    // not prepared after all: not on the server (unless pgbun only answered for it, the
-    // statement being there already), and not under the client's name
+    // an answer pgbun gave itself stands for a statement the server has
     if (act !== ACT_SYNTHETIC && sp.lru.delete(e)) unref(e);
     const cname = sp.headName();
-    if (cname !== null && client?.prepared?.get(cname) === e) {
+    if (failed && cname !== null && client?.prepared?.get(cname) === e) {
       client.prepared.delete(cname);
       unref(e);
     }
@@ -444,7 +447,11 @@ export const prepared = {
     if (type === B_ERROR) {
       if (kind === F_QUERY || kind === F_FUNCTION_CALL || kind === F_SYNC) return FORWARD;
       // an extended-protocol error: the server skips everything up to the next Sync
-      while (sp.queued > 0 && sp.headKind() !== F_SYNC) abandon(server, sp, client);
+      let failed = true;
+      while (sp.queued > 0 && sp.headKind() !== F_SYNC) {
+        abandon(server, sp, client, failed);
+        failed = false;
+      }
       return FORWARD;
     }
     let ends = false;

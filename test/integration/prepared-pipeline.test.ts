@@ -70,15 +70,17 @@ test('new, already prepared and unnamed statements in one pipeline are answered 
   c.destroy();
 });
 
-test('a Parse that fails inside a pipeline: the error, the rest skipped up to Sync, then the same names work', async () => {
+test('a Parse that fails inside a pipeline: the error, the rest skipped up to Sync; the names behind it still work, the failed one is free', async () => {
   const c = await client();
-  await c.write([...stmt('p1', 'SELECT 1'), ...stmt('p2', 'SELECT * FROM no_such_table_yet'), ...stmt('p3', 'SELECT 2'), sync()]);
+  await c.write([...stmt('p1', 'SELECT 1'), ...stmt('p2', 'SELECT * FROM no_such_table_yet'), ...stmt('p3', 'SELECT 2'),
+    ...stmt('p4', 'SELECT 42'), sync()]);
   const msgs = await c.readUntil('Z', 5000);
-  const types = msgs.map((m) => m.type).join('');
-  assert.equal(types, '12TDCEZ');
-  // p2 and p3 were never prepared: the client may prepare them again under the same names
-  await c.write([...stmt('p3', 'SELECT 2'), ...stmt('p2', 'SELECT 5'), ...reuse('p1'), sync()]);
+  assert.equal(msgs.map((m) => m.type).join(''), '12TDCEZ');
+  // p3 (answered by pgbun: the server knew SELECT 2) and p4 (sent, skipped by PostgreSQL) keep
+  // their names, as in PgBouncer: using them prepares them where needed; p2 failed and is free
+  await c.write([...reuse('p3'), ...reuse('p4'), ...reuse('p1'), ...stmt('p2', 'SELECT 5'), sync()]);
   const again = await c.readUntil('Z', 5000);
-  assert.equal(again.map((m) => m.type).join(''), '12TDC12TDC2TDCZ');
+  assert.equal(again.map((m) => m.type).join(''), '2TDC2TDC2TDC12TDCZ');
+  assert.deepEqual(again.filter((m) => m.type === 'D').map((m) => m.body.subarray(6).toString()), ['2', '42', '1', '5']);
   c.destroy();
 });
