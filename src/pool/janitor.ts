@@ -36,6 +36,7 @@ export function stopJanitor(): void {
 export function janitorTick(): void {
   const now = nowUs();
   checkLoginClients(now);
+  ensureForcedUserPools();
   for (const pool of registry.pools.slice()) {
     if (pool.db.admin) continue;
     checkWaitingClients(pool, now);
@@ -47,6 +48,18 @@ export function janitorTick(): void {
   }
   checkIdlePools(now);
   for (const f of tickHooks) f(now);
+}
+
+/**
+ * A database with a forced user and min_pool_size has its pool (and so its minimum of servers)
+ * before any client comes, as in PgBouncer: the pool's user is known without a client.
+ */
+function ensureForcedUserPools(): void {
+  if (poolerState.paused || poolerState.suspended || poolerState.shuttingDown) return;
+  for (const db of registry.databases.values()) {
+    if (db.admin || db.forcedUser === null || db.paused || db.disabled || db.minPoolSize <= 0) continue;
+    if (!db.pools.has(db.forcedUser)) registry.getPool(db, db.forcedUser);
+  }
 }
 
 function poolInUse(p: PgPool): boolean {
