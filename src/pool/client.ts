@@ -87,6 +87,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   cancelFor: Client | null = null;
   /** close without a log line */
   silent = false;
+  /**
+   * names whose Parse failed or was skipped after an error in a pipeline: still the client's (a
+   * Bind prepares them on demand), and free to be Parsed again (prepared.ts)
+   */
+  unpreparedNames: Set<string> | null = null;
   /** this client's prepared statement names (transaction/statement mode, max_prepared_statements) */
   prepared: Map<string, Entry> | null = null;
   /** counted in db/user client counts (after login) */

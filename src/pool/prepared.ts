@@ -210,6 +210,7 @@ function clientMap(c: Client): Map<string, Entry> {
 
 /** Drop a client's statements (client closed, or its server saw DISCARD ALL). */
 export function forgetClientStatements(c: Client): void {
+  c.unpreparedNames = null;
   const m = c.prepared;
   if (m === null) return;
   for (const e of m.values()) unref(e);
@@ -279,13 +280,13 @@ function flushSynthetic(client: Client | null, server: Server, sp: ServerPrepare
 }
 
 /**
- * A request whose response never came: the one that failed (`failed`), or one PostgreSQL skipped
- * after that error, up to the Sync. A Parse that failed is gone for the server and for the
- * client. A skipped Parse is not on the server, but its name stays the client's, as in PgBouncer:
- * pgbun knows the statement and prepares it on a server when the client uses it (drivers such as
- * psycopg go on using such names after a failed pipeline).
+ * A request whose response never came: the one that failed, or one PostgreSQL skipped after that
+ * error, up to the Sync. Such a Parse is not on the server, but its name stays the client's, as
+ * in PgBouncer: pgbun knows the statement and prepares it on a server when the client uses it
+ * (psycopg binds such names after a failed pipeline, e.g. once the missing table exists). The
+ * client may also Parse the name again, as PostgreSQL would allow (Client.unpreparedNames).
  */
-function abandon(server: Server, sp: ServerPrepared, client: Client | null, failed: boolean): void {
+function abandon(server: Server, sp: ServerPrepared, client: Client | null): void {
   const kind = sp.headKind();
   const act = sp.headAct();
   const e = sp.headEnt();
@@ -293,9 +294,8 @@ function abandon(server: Server, sp: ServerPrepared, client: Client | null, fail
     // an answer pgbun gave itself stands for a statement the server has
     if (act !== ACT_SYNTHETIC && sp.lru.delete(e)) unref(e);
     const cname = sp.headName();
-    if (failed && cname !== null && client?.prepared?.get(cname) === e) {
-      client.prepared.delete(cname);
-      unref(e);
+    if (cname !== null && client !== null && client.prepared?.get(cname) === e) {
+      (client.unpreparedNames ??= new Set()).add(cname);
     }
   } else if (kind === F_CLOSE && e !== null && act === ACT_SWALLOW) {
     // the statement still exists on the server
@@ -348,10 +348,16 @@ export const prepared = {
         server.pool.stats.clientParseCount++;
         const name = buf.toString('utf8', start + 5, ne);
         const map = clientMap(client);
-        if (map.has(name)) {
-          log.conn('warning', client, `prepared statement '${name}' was already prepared`);
-          client.fail('prepared statement name is already in use');
-          return STOP;
+        const old = map.get(name);
+        if (old !== undefined) {
+          if (client.unpreparedNames?.delete(name) !== true) {
+            log.conn('warning', client, `prepared statement '${name}' was already prepared`);
+            client.fail('prepared statement name is already in use');
+            return STOP;
+          }
+          // its Parse never took effect on a server: the name may be prepared again
+          map.delete(name);
+          unref(old);
         }
         const body = buf.subarray(ne + 1, end);
         const e = getEntry(body.toString('latin1'), body);
@@ -411,6 +417,7 @@ export const prepared = {
         const e = map.get(name);
         if (e !== undefined) {
           map.delete(name);
+          client.unpreparedNames?.delete(name);
           unref(e);
         }
         synthetic(client, sp, F_CLOSE);
@@ -447,11 +454,7 @@ export const prepared = {
     if (type === B_ERROR) {
       if (kind === F_QUERY || kind === F_FUNCTION_CALL || kind === F_SYNC) return FORWARD;
       // an extended-protocol error: the server skips everything up to the next Sync
-      let failed = true;
-      while (sp.queued > 0 && sp.headKind() !== F_SYNC) {
-        abandon(server, sp, client, failed);
-        failed = false;
-      }
+      while (sp.queued > 0 && sp.headKind() !== F_SYNC) abandon(server, sp, client);
       return FORWARD;
     }
     let ends = false;

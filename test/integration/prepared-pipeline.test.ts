@@ -70,17 +70,35 @@ test('new, already prepared and unnamed statements in one pipeline are answered 
   c.destroy();
 });
 
-test('a Parse that fails inside a pipeline: the error, the rest skipped up to Sync; the names behind it still work, the failed one is free', async () => {
+test('a Parse that fails inside a pipeline: the error, the rest skipped up to Sync; every name of it can be used or prepared again', async () => {
+  await pg.query('DROP TABLE IF EXISTS pipeline_later', TEST_DB);
   const c = await client();
-  await c.write([...stmt('p1', 'SELECT 1'), ...stmt('p2', 'SELECT * FROM no_such_table_yet'), ...stmt('p3', 'SELECT 2'),
+  await c.write([...stmt('p1', 'SELECT 1'), ...stmt('p2', 'SELECT count(*) FROM pipeline_later'), ...stmt('p3', 'SELECT 2'),
     ...stmt('p4', 'SELECT 42'), sync()]);
   const msgs = await c.readUntil('Z', 5000);
   assert.equal(msgs.map((m) => m.type).join(''), '12TDCEZ');
-  // p3 (answered by pgbun: the server knew SELECT 2) and p4 (sent, skipped by PostgreSQL) keep
-  // their names, as in PgBouncer: using them prepares them where needed; p2 failed and is free
-  await c.write([...reuse('p3'), ...reuse('p4'), ...reuse('p1'), ...stmt('p2', 'SELECT 5'), sync()]);
-  const again = await c.readUntil('Z', 5000);
-  assert.equal(again.map((m) => m.type).join(''), '2TDC2TDC2TDC12TDCZ');
-  assert.deepEqual(again.filter((m) => m.type === 'D').map((m) => m.body.subarray(6).toString()), ['2', '42', '1', '5']);
-  c.destroy();
+  // as in PgBouncer, the names stay the client's and are prepared where they are used: p3 (the
+  // server knew SELECT 2), p4 (sent, skipped by PostgreSQL), and p2 once its table exists
+  await pg.query('CREATE TABLE pipeline_later (a int)', TEST_DB);
+  await pg.query('GRANT ALL ON pipeline_later TO PUBLIC', TEST_DB);
+  try {
+    await c.write([...reuse('p3'), ...reuse('p4'), ...reuse('p1'), ...reuse('p2'), sync()]);
+    const again = await c.readUntil('Z', 5000);
+    assert.equal(again.map((m) => m.type).join(''), '2TDC2TDC2TDC2TDCZ');
+    assert.deepEqual(again.filter((m) => m.type === 'D').map((m) => m.body.subarray(6).toString()), ['2', '42', '1', '0']);
+    // a name whose Parse never took effect may also be prepared again, as PostgreSQL allows;
+    // one that did may not
+    const c2 = await client();
+    await c2.write([...stmt('q1', 'SELECT * FROM no_such_table_at_all'), sync()]);
+    assert.equal((await c2.readUntil('Z', 5000)).map((m) => m.type).join(''), 'EZ');
+    await c2.write([...stmt('q1', 'SELECT 7'), sync()]);
+    const q1 = await c2.readUntil('Z', 5000);
+    assert.equal(q1.map((m) => m.type).join(''), '12TDCZ');
+    await c2.write([parseMessage('q1', 'SELECT 8'), sync()]);
+    await c2.expectError({ severity: 'FATAL', message: 'prepared statement name is already in use', closed: true });
+    c2.destroy();
+  } finally {
+    c.destroy();
+    await pg.query('DROP TABLE IF EXISTS pipeline_later', TEST_DB);
+  }
 });
