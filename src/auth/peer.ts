@@ -20,7 +20,7 @@
 // short child process (~10 ms) per lookup, only for connections that need it (HBA `peer`
 // rules, the `pgbouncer` user on the console); the result is cached per connection. Without
 // Perl, or off Linux, the lookup returns null and peer authentication fails (logged).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { Client } from '../pool/client.js';
 
 export interface PeerCredentials {
@@ -84,19 +84,15 @@ export function peerCredentials(client: Client): Promise<PeerCredentials | null>
   });
 }
 
+/** Whether peerCredentials() has answered for this client already (peerUid can be used). */
+export function hasPeerCredentials(client: Client): boolean {
+  return cache.has(client);
+}
+
 /**
- * Peer uid of a Unix-socket client, or null when it cannot be determined. Synchronous (the
- * console's same-uid check needs the answer at once): blocks for the child process on the
- * first call for a connection, cached after that.
+ * Peer uid of a Unix-socket client as peerCredentials() found it, or null (not determined, or not
+ * asked yet: ask with peerCredentials() first; nothing here blocks the event loop).
  */
 export function peerUid(client: Client): number | null {
-  if (cache.has(client)) return cache.get(client)?.uid ?? null;
-  const fd = socketFd(client);
-  if (fd === null) return remember(client, null)?.uid ?? null;
-  try {
-    const r = spawnSync(PERL, ['-e', SCRIPT], { stdio: [fd, 'pipe', 'ignore'], encoding: 'utf8', timeout: 5000 });
-    return remember(client, r.status === 0 ? parse(r.stdout) : null)?.uid ?? null;
-  } catch {
-    return remember(client, null)?.uid ?? null;
-  }
+  return cache.get(client)?.uid ?? null;
 }

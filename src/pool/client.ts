@@ -18,6 +18,7 @@ import { parseStartupPacket, parseOptionsParameter } from '../protocol/startup.j
 import { PasswordExchange, type PasswordMethod } from '../auth/client-auth.js';
 import { beginAuth } from '../auth/login.js';
 import { randomSmall } from '../auth/random.js';
+import { hasPeerCredentials, peerCredentials } from '../auth/peer.js';
 import type { ListNode, StateList } from './list.js';
 import { registry, type PgDatabase, type PgPool, type PgUser } from './objects.js';
 import type { Server } from './server.js';
@@ -455,6 +456,19 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   // ---------------------------------------------------------------- authentication
 
   private startLogin(userName: string, dbName: string): void {
+    // the console's same-uid check for `pgbouncer` over the Unix socket needs the peer's uid,
+    // which a helper process reads: wait for it (cached from then on) instead of blocking the
+    // event loop for every other client
+    if (dbName === 'pgbouncer' && userName === 'pgbouncer' && this.isUnix && !hasPeerCredentials(this)) {
+      this.pauseLogin();
+      void peerCredentials(this).then(() => {
+        if (this.closed) return;
+        this.loginPaused = false;
+        this.startLogin(userName, dbName);
+        if (!this.loginPaused) this.resumeLogin();
+      });
+      return;
+    }
     const isAdminDb = dbName === 'pgbouncer';
     const db = isAdminDb ? registry.databases.get('pgbouncer')! : findDatabase(dbName);
     this.db = db;

@@ -12,7 +12,7 @@ import { X509Certificate, constants } from 'node:crypto';
 import { cf } from '../../src/config/current.js';
 import { cipherString, clientTls, parseProtocols, protocolOptions, reloadTls, serverTls, setupTls } from '../../src/tls/context.js';
 import { makeSelfSignedCert } from '../../src/tls/make-cert.js';
-import { peerCredentials, peerUid } from '../../src/auth/peer.js';
+import { hasPeerCredentials, peerCredentials, peerUid } from '../../src/auth/peer.js';
 import { registry, PgDatabase } from '../../src/pool/objects.js';
 import { Server } from '../../src/pool/server.js';
 import { ServerState } from '../../src/pool/state.js';
@@ -150,10 +150,15 @@ test('peer credentials of a Unix-socket connection (SO_PEERCRED): this very proc
     assert.equal(cred.userName, os.userInfo().username);
     assert.equal(fake.remotePid, process.pid);
     assert.equal(peerUid(fake), process.getuid!());
-    // the synchronous lookup on a fresh connection
+    // on a fresh connection peerUid only answers once peerCredentials has: nothing blocks
     const c2 = net.connect(sockPath);
     const s2 = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-    assert.equal(peerUid({ isUnix: true, socket: s2, remotePid: 0 } as unknown as Client), process.getuid!());
+    const fresh = { isUnix: true, socket: s2, remotePid: 0 } as unknown as Client;
+    assert.equal(hasPeerCredentials(fresh), false);
+    assert.equal(peerUid(fresh), null);
+    await peerCredentials(fresh);
+    assert.equal(hasPeerCredentials(fresh), true);
+    assert.equal(peerUid(fresh), process.getuid!());
     // TCP connections have no peer credentials
     assert.equal(await peerCredentials({ isUnix: false, socket: s, remotePid: 0 } as unknown as Client), null);
     c.destroy();
