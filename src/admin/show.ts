@@ -21,6 +21,7 @@ import { CLIENT_STATE_NAMES, ClientState, SERVER_STATE_NAMES, ServerState } from
 import type { PoolStats } from '../stats/counters.js';
 import { periodAverage, totals } from '../stats/period.js';
 import { VERSION_STRING } from '../version.js';
+import { socketFd } from '../runtime/handles.js';
 
 export type Value = string | number | null;
 
@@ -309,8 +310,7 @@ export function showPeers(): ResultSet {
 // FDS, CONFIG, MEM, DNS_*, VERSION, STATE
 
 function fdOf(sock: net.Socket): number | null {
-  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : null;
+  return socketFd(sock);
 }
 
 function cancelKey(key: Buffer | null): string {

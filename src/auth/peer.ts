@@ -22,6 +22,7 @@
 // Perl, or off Linux, the lookup returns null and peer authentication fails (logged).
 import { spawn } from 'node:child_process';
 import type { Client } from '../pool/client.js';
+import { socketFd as handleFd } from '../runtime/handles.js';
 
 export interface PeerCredentials {
   pid: number;
@@ -46,10 +47,7 @@ const cache = new WeakMap<Client, PeerCredentials | null>();
 
 function socketFd(client: Client): number | null {
   if (!client.isUnix || process.platform !== 'linux') return null;
-  // the TLS socket of a Unix client (rare) wraps the accepted one, which holds the handle
-  const handle = (client.socket as unknown as { _handle?: { fd?: number } })._handle;
-  const fd = handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : null;
+  return handleFd(client.socket);
 }
 
 function parse(out: string): PeerCredentials | null {

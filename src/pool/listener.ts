@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import dns from 'node:dns/promises';
+import { socketFd } from '../runtime/handles.js';
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
 import { log } from '../log/logger.js';
@@ -266,7 +267,7 @@ export function listenerCount(): { tcp: number; unix: boolean } {
 
 /** Listening sockets for SHOW FDS (task `pooler`): fd, address (`unix` for the socket), port. */
 export function listenerSockets(): Array<{ fd: number; addr: string; port: number }> {
-  const fdOf = (s: net.Server): number => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+  const fdOf = (s: net.Server): number => socketFd(s) ?? -1;
   const out: Array<{ fd: number; addr: string; port: number }> = [];
   for (const s of tcpServers) {
     const a = s.address();

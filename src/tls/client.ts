@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import { log } from '../log/logger.js';
 import type { Client } from '../pool/client.js';
 import { clientTls, type ClientSideTls } from './context.js';
+import { tlsVerifyError } from '../runtime/handles.js';
 
 /** ALPN protocol name of PostgreSQL (PostgreSQL 17, direct SSL negotiation). */
 export const ALPN_POSTGRESQL = 'postgresql';
@@ -98,12 +99,11 @@ function checkPeer(sock: tls.TLSSocket, conf: ClientSideTls): string | null {
  * that is missing (another runtime) the certificate counts as unverified.
  */
 function verifyError(sock: tls.TLSSocket): string | null {
-  const handle = (sock as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null } })._handle;
-  if (typeof handle?.verifyError !== 'function') return 'cannot verify';
-  const e = handle.verifyError();
-  if (e) {
-    sock.authorizationError = (e.code ?? e.message) as unknown as Error;
-    return e.code ?? e.message;
+  const e = tlsVerifyError(sock);
+  if (e === 'unsupported') return 'cannot verify';
+  if (e !== null) {
+    sock.authorizationError = e as unknown as Error;
+    return e;
   }
   sock.authorized = true;
   return null;
