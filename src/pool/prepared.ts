@@ -88,6 +88,12 @@ export class ServerPrepared {
   private len = 0;
   /** synthetic answers wait behind a response that is being forwarded right now (flushDue) */
   syntheticDue = false;
+  /**
+   * An extended-protocol error came before the client sent its Sync: PostgreSQL skips whatever
+   * the client sends up to that Sync, so nothing sent meanwhile will be answered (nor may pgbun
+   * answer for the server) until its ReadyForQuery.
+   */
+  skipping = false;
 
   get queued(): number {
     return this.len;
@@ -182,6 +188,8 @@ export class ServerPrepared {
   clearQueue(): void {
     while (this.len > 0) this.pop();
     this.head = 0;
+    this.skipping = false;
+    this.syntheticDue = false;
   }
 
   touch(e: Entry): void {
@@ -260,7 +268,7 @@ function sendParse(server: Server, sp: ServerPrepared, e: Entry, act: number, cn
 
 /** Answer a synthetic response now if nothing is outstanding before it, else queue it. */
 function synthetic(client: Client, sp: ServerPrepared, kind: number, e: Entry | null = null, cname: string | null = null): void {
-  if (sp.queued === 0) {
+  if (sp.queued === 0 && !sp.skipping) {
     client.send(kind === F_PARSE ? msg.PARSE_COMPLETE_MSG : msg.CLOSE_COMPLETE_MSG);
   } else {
     sp.push(kind, ACT_SYNTHETIC, e, cname);
@@ -269,7 +277,7 @@ function synthetic(client: Client, sp: ServerPrepared, kind: number, e: Entry | 
 
 /** Emit the synthetic responses at the head of the queue. */
 function flushSynthetic(client: Client | null, server: Server, sp: ServerPrepared): void {
-  while (sp.queued > 0 && sp.headAct() === ACT_SYNTHETIC) {
+  while (!sp.skipping && sp.queued > 0 && sp.headAct() === ACT_SYNTHETIC) {
     const kind = sp.headKind();
     sp.pop();
     if (client !== null) {
@@ -448,6 +456,11 @@ export const prepared = {
     if (sp === null) return FORWARD;
     // asynchronous messages belong to no request
     if (type === B_NOTICE || type === B_PARAMETER_STATUS || type === B_NOTIFICATION) return FORWARD;
+    if (type === B_READY_FOR_QUERY && sp.skipping) {
+      // the Sync that ends the skipping: what was sent before it was never answered
+      sp.skipping = false;
+      while (sp.queued > 0 && sp.headKind() !== F_SYNC) abandon(server, sp, client);
+    }
     flushSynthetic(client, server, sp);
     if (sp.queued === 0) return FORWARD;
     const kind = sp.headKind();
@@ -455,6 +468,8 @@ export const prepared = {
       if (kind === F_QUERY || kind === F_FUNCTION_CALL || kind === F_SYNC) return FORWARD;
       // an extended-protocol error: the server skips everything up to the next Sync
       while (sp.queued > 0 && sp.headKind() !== F_SYNC) abandon(server, sp, client);
+      // no Sync sent yet: PostgreSQL skips up to the one the client is still to send
+      if (sp.queued === 0) sp.skipping = true;
       return FORWARD;
     }
     let ends = false;

@@ -102,3 +102,22 @@ test('a Parse that fails inside a pipeline: the error, the rest skipped up to Sy
     await pg.query('DROP TABLE IF EXISTS pipeline_later', TEST_DB);
   }
 });
+
+test('an error before the client sent its Sync: what it sends up to the Sync is skipped, then all works again', async () => {
+  // the only server knows `SELECT 1` (first test), so a Parse of it is answered by pgbun
+  const c = await client();
+  await c.write([...stmt('', 'SELECT aaaa'), flush()]);
+  const err = await c.readUntil('E', 5000);
+  assert.equal(err.at(-1)!.type, 'E');
+  // PostgreSQL skips these up to the Sync: no answer, not even pgbun's own for a known statement
+  await c.write([...stmt('', 'SELECT 123'), ...stmt('known', 'SELECT 1'), flush()]);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(c.pending.length, 0, 'nothing answered before the Sync');
+  await c.write(sync());
+  assert.equal((await c.readUntil('Z', 5000)).map((m) => m.type).join(''), 'Z');
+  // afterwards: a named statement of the known text, and the skipped name, both work
+  await c.write([...stmt('again', 'SELECT 1'), ...reuse('known'), sync()]);
+  const after = await c.readUntil('Z', 5000);
+  assert.equal(after.map((m) => m.type).join(''), '12TDC2TDCZ');
+  c.destroy();
+});
