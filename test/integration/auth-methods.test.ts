@@ -400,7 +400,7 @@ describe('server login failures', () => {
     // at once, with the server's SQLSTATE (PgBouncer relays it to every client waiting in the pool)
     assert.deepEqual((await secondError).fields, { S: 'FATAL', C: '28P01', M: `password authentication failed for user "${RETRY}"` });
     second.client.destroy();
-    await failB.waitForLog(new RegExp(`C-0x[0-9a-f]+: ${TEST_DB}/${RETRY}@\\S+ closing because: query_wait_timeout \\(age=\\d+s\\)`), 5000, off);
+    await failB.waitForLog(new RegExp(`C-0x[0-9a-f]+: ${TEST_DB}/${RETRY}@\\S+ closing because: password authentication failed for user "${RETRY}" \\(age=\\d+s\\)`), 5000, off);
     await goneNext;
     await assertServing(failB);
   });

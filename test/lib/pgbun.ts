@@ -283,13 +283,15 @@ export async function startPgbun(opts: StartPgbunOptions): Promise<TestPgbun> {
     `command: ${command.join(' ')}\n--- stderr ---\n${stderr.slice(-8000)}\n--- stdout ---\n${stdout.slice(-2000)}\n` +
     `--- log (${logfile || 'stderr'}) ---\n${log().slice(-8000)}\n--- ${files.ini} ---\n${iniText}`;
 
+  // ready = every configured listener is up: pgbun opens the Unix socket right after the TCP
+  // ones, and a test that uses the socket at once must not race it
   const listening = async (): Promise<boolean> => {
     if (listenAddr.length > 0) {
       const l = tcpListening(port);
-      return l ?? (await canConnect({ host, port }));
+      if (!(l ?? (await canConnect({ host, port })))) return false;
     }
     if (socketPath) return unixListening(socketPath) ?? (await canConnect({ path: socketPath }));
-    return false;
+    return listenAddr.length > 0;
   };
 
   const handle: TestPgbun = {
