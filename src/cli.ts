@@ -36,7 +36,7 @@ function tryHelp(msg?: string): never {
   process.exit(1);
 }
 
-export function versionText(): string {
+function versionText(): string {
   return `${VERSION_STRING}\nruntime: Node.js ${process.version}\nadns: node:dns\ntls: OpenSSL ${process.versions.openssl}\n`;
 }
 
@@ -52,7 +52,7 @@ interface Parsed {
   config: string | null;
 }
 
-export function parseArgs(argv: string[]): Parsed {
+function parseArgs(argv: string[]): Parsed {
   const program = new Command(PROG)
     .exitOverride()
     .configureOutput({ writeOut: () => {}, writeErr: () => {} })

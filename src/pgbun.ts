@@ -35,7 +35,7 @@ export interface StartOptions {
 }
 
 /** A config problem as PgBouncer logs it (its text already names file:line). */
-export function problemText(p: ConfigProblem): string {
+function problemText(p: ConfigProblem): string {
   return p.message;
 }
 

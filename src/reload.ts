@@ -42,7 +42,7 @@ export function noteLogfile(): void {
  * file was rotated away (moved or deleted, so the path names another file or none): reopening
  * an untouched file gains nothing, and may be impossible after the switch to `user`.
  */
-export function applyLogSettings(): void {
+function applyLogSettings(): void {
   log.setVerbose(cf.verbose);
   log.setJson(cf.log_format === 'json');
   const ino = cf.logfile ? inodeOf(cf.logfile) : -1;

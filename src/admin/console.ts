@@ -3,7 +3,7 @@
 // commands.ts.
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
-import { F_QUERY } from '../protocol/constants.js';
+import { F_BIND, F_DESCRIBE, F_EXECUTE, F_PARSE, F_QUERY } from '../protocol/constants.js';
 import { registerAdminDb } from '../pool/admin-db.js';
 import * as msg from '../protocol/messages.js';
 import { cstrEnd } from '../protocol/reader.js';
@@ -22,7 +22,7 @@ function inList(list: string, name: string): boolean {
   return splitList(list).includes(name);
 }
 
-export function adminLevelFor(name: string): 'admin' | 'stats' | 'none' {
+function adminLevelFor(name: string): 'admin' | 'stats' | 'none' {
   if (inList(cf.admin_users, name)) return 'admin';
   if (inList(cf.stats_users, name)) return 'stats';
   return 'none';
@@ -32,7 +32,7 @@ export function adminLevelFor(name: string): 'admin' | 'stats' | 'none' {
  * Before any password: 'trusted' (no password needed), 'denied' (client already told), or
  * 'password' (normal authentication; unknown names fail in the mock exchange).
  */
-export function checkAdminAccess(client: Client, userName: string, user: PgUser | null): 'trusted' | 'denied' | 'password' {
+function checkAdminAccess(client: Client, userName: string, user: PgUser | null): 'trusted' | 'denied' | 'password' {
   if (userName === 'pgbouncer' && client.isUnix && peerUid(client) === process.getuid?.()) {
     log.conn('log', client, 'pgbouncer access from unix socket');
     client.adminLevel = 'admin';
@@ -53,7 +53,7 @@ export function checkAdminAccess(client: Client, userName: string, user: PgUser 
 }
 
 /** Logged in to the console: the admin welcome (server_version=X/bouncer, fixed settings). */
-export function welcomeAdmin(client: Client): void {
+function welcomeAdmin(client: Client): void {
   const db = registry.databases.get('pgbouncer')!;
   if (client.adminLevel === 'none') client.adminLevel = adminLevelFor(client.userName);
   if (client.adminLevel === 'none') {
@@ -88,9 +88,9 @@ export function welcomeAdmin(client: Client): void {
 }
 
 /** Console messages: simple Query only. */
-export function adminOnMessage(client: Client, type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
+function adminOnMessage(client: Client, type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
   if (type !== F_QUERY) {
-    if (type === 0x50 || type === 0x42 || type === 0x45 || type === 0x44) {
+    if (type === F_PARSE || type === F_BIND || type === F_EXECUTE || type === F_DESCRIBE) {
       client.send(msg.errorResponse('ERROR', '08P01', 'extended query protocol not supported by admin console'));
       client.fail('bad packet');
     } else {
@@ -111,7 +111,7 @@ export function adminOnMessage(client: Client, type: number, len: number, buf: B
 }
 
 /** A CancelRequest with a console client's key: resume a PAUSE/SUSPEND it waits for. */
-export function adminCancel(target: Client): void {
+function adminCancel(target: Client): void {
   adminCancelRequest(target);
 }
 

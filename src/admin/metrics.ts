@@ -222,7 +222,7 @@ poolHistogram('pgbun_transaction_duration_seconds', 'Transaction times, as SHOW 
 poolHistogram('pgbun_client_wait_duration_seconds', 'Time clients waited for a server, as SHOW STATS wait_time sums it', (l) => l.wait);
 
 /** The whole exposition, as a scrape gets it. */
-export async function renderMetrics(): Promise<string> {
+async function renderMetrics(): Promise<string> {
   snap = takeSnapshot();
   try {
     return await reg.metrics();

@@ -51,7 +51,7 @@ function cmp(a: string, b2: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b2));
 }
 
-export function sortedDatabases(): PgDatabase[] {
+function sortedDatabases(): PgDatabase[] {
   return [...registry.databases.values()].sort((a, c) => cmp(a.name, c.name));
 }
 
@@ -88,7 +88,7 @@ function poolsPerDatabase(): Array<[string, PgPool[]]> {
   return out;
 }
 
-export function showStats(): ResultSet {
+function showStats(): ResultSet {
   const cols = [t('database'),
     ...STAT_NAMES.map((s) => n(`total_${s}`)),
     ...['server_assignment_count', 'xact_count', 'query_count', 'recv', 'sent', 'xact_time', 'query_time',
@@ -107,7 +107,7 @@ export function showStatsTotals(): ResultSet {
   return { cols, rows: poolsPerDatabase().map(([db, pools]) => [db, ...statValues(totals(pools))]) };
 }
 
-export function showStatsAverages(): ResultSet {
+function showStatsAverages(): ResultSet {
   const cols = [t('database'), ...[...STATS_PLAIN_COLS, 'avg_client_parse_count', 'avg_server_parse_count',
     'avg_bind_count', 'avg_client_login_count'].map(n)];
   return { cols, rows: poolsPerDatabase().map(([db, pools]) => [db, ...statValues(periodAverage(pools))]) };
@@ -117,7 +117,7 @@ const TOTALS_NAMES = ['server_assignment_count', 'xact_count', 'query_count', 'c
   'xact_time', 'query_time', 'wait_time', 'ps_client_parse_count', 'ps_server_parse_count', 'ps_bind_count',
   'client_login_count'];
 
-export function showTotals(): ResultSet {
+function showTotals(): ResultSet {
   const tot = statValues(totals(registry.pools));
   const avg = statValues(periodAverage(registry.pools));
   const rows: Value[][] = [
@@ -193,7 +193,7 @@ export function showClients(): ResultSet {
   return { cols: SOCKET_COLS, rows };
 }
 
-export function showServers(): ResultSet {
+function showServers(): ResultSet {
   const now = nowUs();
   const rows: Value[][] = [];
   for (const p of sortedPools()) p.forEachServer((s) => rows.push(serverRow(s, SERVER_STATE_NAMES[s.state].show, now, false)));
@@ -205,7 +205,7 @@ function busy(x: Client | Server): boolean {
   return x.socket.writableLength > 0 || x.stream.midMessage || x.stream.isWaiting;
 }
 
-export function showSockets(activeOnly: boolean): ResultSet {
+function showSockets(activeOnly: boolean): ResultSet {
   const now = nowUs();
   const rows: Value[][] = [];
   const cl = (c: Client): void => {
@@ -243,7 +243,7 @@ export function showPools(): ResultSet {
   return { cols, rows };
 }
 
-export function showPeerPools(): ResultSet {
+function showPeerPools(): ResultSet {
   // peer pools exist only while cancel requests are forwarded to peers: pgbun forwards none yet
   return {
     cols: [i('peer_id'), i('cl_active_cancel_req'), i('cl_waiting_cancel_req'), i('sv_active_cancel'), i('sv_login')],
@@ -276,7 +276,7 @@ function padded(v: number | null | undefined): string {
   return v === null || v === undefined ? '' : String(v).padStart(9);
 }
 
-export function showUsers(): ResultSet {
+function showUsers(): ResultSet {
   const cols = [t('name'), t('pool_size'), t('reserve_pool_size'), t('pool_mode'), i('max_user_connections'),
     i('current_connections'), i('max_user_client_connections'), i('current_client_connections')];
   const rows = [...registry.users.values()].sort((a, c) => cmp(a.name, c.name)).map((u): Value[] => [
@@ -300,7 +300,7 @@ export function showDatabases(): ResultSet {
   return { cols, rows };
 }
 
-export function showPeers(): ResultSet {
+function showPeers(): ResultSet {
   const rows = [...peers.values()].sort((a, c) => a.peer_id - c.peer_id)
     .map((p): Value[] => [p.peer_id, p.host, p.port, p.pool_size ?? cf.default_pool_size]);
   return { cols: [i('peer_id'), t('host'), i('port'), i('pool_size')], rows };
@@ -329,7 +329,7 @@ function varsOf(x: Client | Server): Value[] {
  * SHOW FDS (admin only): the sockets PgBouncer would hand over with -R. pgbun has no takeover,
  * so the secrets columns (password, SCRAM keys) stay NULL: nothing reads them.
  */
-export function showFds(): ResultSet {
+function showFds(): ResultSet {
   const cols = [i('fd'), t('task'), t('user'), t('database'), t('addr'), i('port'), q('cancel'), i('link'),
     t('client_encoding'), t('std_strings'), t('datestyle'), t('timezone'), t('password'), b('scram_client_key'),
     b('scram_server_key')];
@@ -367,7 +367,7 @@ export function showConfig(): ResultSet {
  * SHOW MEM: PgBouncer's slab caches. pgbun allocates with the JS heap, so `size` is a nominal
  * per-object size and `used` the number of live objects of that kind.
  */
-export function showMem(): ResultSet {
+function showMem(): ResultSet {
   const conns = registry.clientCount + registry.serverCount;
   const slabs: Array<[string, number, number]> = [
     ['user_cache', 2312, registry.users.size],
@@ -389,7 +389,7 @@ export function showMem(): ResultSet {
   };
 }
 
-export function showDnsHosts(): ResultSet {
+function showDnsHosts(): ResultSet {
   // the host name cache of pool/dns.ts: seconds left until the entry is looked up again
   const now = nowUs();
   const rows = [...dnsCache.values()].map((e): Value[] => [
@@ -404,7 +404,7 @@ function dnsPending(): number {
   return n;
 }
 
-export function showDnsZones(): ResultSet {
+function showDnsZones(): ResultSet {
   return { cols: [t('zonename'), q('serial'), i('count')], rows: [] };
 }
 
@@ -412,7 +412,7 @@ export function showVersion(): ResultSet {
   return { cols: [t('version')], rows: [[VERSION_STRING]] };
 }
 
-export function showState(): ResultSet {
+function showState(): ResultSet {
   const suspended = poolerState.suspended;
   const paused = poolerState.paused && !suspended;
   const yn = (x: boolean): string => (x ? 'yes' : 'no');

@@ -74,7 +74,7 @@ export function checkPlainPassword(secret: Secret, user: string, password: strin
 }
 
 /** Constant-time for equal lengths; a length mismatch may return early (lengths are public). */
-export function safeEqual(a: string | Buffer, b: string | Buffer): boolean {
+function safeEqual(a: string | Buffer, b: string | Buffer): boolean {
   const ab = typeof a === 'string' ? Buffer.from(a) : a;
   const bb = typeof b === 'string' ? Buffer.from(b) : b;
   return ab.length === bb.length && timingSafeEqual(ab, bb);

@@ -16,18 +16,16 @@ import { saslprep } from './saslprep.js';
 
 export const SCRAM_MECHANISM = 'SCRAM-SHA-256';
 /** PostgreSQL's SCRAM_RAW_NONCE_LEN: 18 random bytes, sent base64-encoded (24 chars). */
-export const SCRAM_RAW_NONCE_LEN = 18;
+const SCRAM_RAW_NONCE_LEN = 18;
 /** PostgreSQL's SCRAM_DEFAULT_SALT_LEN. */
-export const SCRAM_SALT_LEN = 16;
+const SCRAM_SALT_LEN = 16;
 
 // PgBouncer's client-facing texts; the caller sends them as FATAL 08P01.
 export const SASL_AUTH_FAILED = 'SASL authentication failed';
 export const INVALID_SASL_MECHANISM = 'client selected an invalid SASL authentication mechanism';
 // Server-login failure reasons; the caller prefixes `server login failed: `.
-export const WRONG_PASSWORD_TYPE = 'wrong password type';
 export const INVALID_SERVER_SIGNATURE = 'invalid server signature';
 export const FAILED_TO_VERIFY_SERVER_SIGNATURE = 'failed to verify server signature';
-export const NO_SUPPORTED_SASL_MECHANISM = "none of the server's SASL authentication mechanisms are supported";
 
 /** What pass-through needs to log in to PostgreSQL as a client that proved it knows the password. */
 export interface ScramKeys {
@@ -49,12 +47,12 @@ function xor(a: Buffer, b: Buffer): Buffer {
 }
 
 /** Hi(Normalize(password), salt, i). SASLprep as PostgreSQL applies it (raw bytes if it fails). */
-export function scramSaltedPassword(password: string | Buffer, salt: Buffer, iterations: number): Buffer {
+function scramSaltedPassword(password: string | Buffer, salt: Buffer, iterations: number): Buffer {
   return pbkdf2Sync(saslprep(password), salt, iterations, 32, 'sha256');
 }
 
 /** ClientKey and ServerKey from a password. */
-export function scramKeysFromPassword(password: string | Buffer, salt: Buffer, iterations: number): ScramKeys {
+function scramKeysFromPassword(password: string | Buffer, salt: Buffer, iterations: number): ScramKeys {
   const salted = scramSaltedPassword(password, salt, iterations);
   return { clientKey: hmac(salted, 'Client Key'), serverKey: hmac(salted, 'Server Key') };
 }

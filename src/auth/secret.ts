@@ -35,7 +35,7 @@ export function parseSecret(text: string): Secret {
 }
 
 /** `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, or null if malformed. */
-export function parseScramSecret(text: string): ScramSecret | null {
+function parseScramSecret(text: string): ScramSecret | null {
   if (!text.startsWith(SCRAM_PREFIX)) return null;
   const parts = text.slice(SCRAM_PREFIX.length).split('$');
   if (parts.length !== 2) return null;

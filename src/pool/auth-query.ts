@@ -10,6 +10,7 @@ import {
   B_BIND_COMPLETE, B_COMMAND_COMPLETE, B_DATA_ROW, B_ERROR, B_NO_DATA, B_NOTICE, B_PARAMETER_STATUS,
   B_PARSE_COMPLETE, B_READY_FOR_QUERY, B_ROW_DESCRIPTION,
 } from '../protocol/constants.js';
+import * as msg from '../protocol/messages.js';
 import { parseErrorFields } from '../protocol/reader.js';
 import { HANDLED, STOP, type Action } from '../protocol/stream.js';
 import { parseSecret } from '../auth/secret.js';
@@ -29,39 +30,6 @@ export function authUserFor(db: PgDatabase): string | null {
 /** auth_dbname resolution: db entry's auth_dbname > global auth_dbname > the client's db. */
 function authDbName(db: PgDatabase): string {
   return db.def?.auth_dbname ?? cf.auth_dbname ?? db.name;
-}
-
-// ---- extended-protocol messages ----
-
-function typed(type: string, parts: Buffer[]): Buffer {
-  const body = Buffer.concat(parts);
-  const head = Buffer.alloc(5);
-  head.write(type, 0, 'latin1');
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
-const cstr = (s: string): Buffer => Buffer.concat([Buffer.from(s, 'utf8'), Buffer.from([0])]);
-const int16 = (n: number): Buffer => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-const int32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-
-/** Parse / Bind ($1 = user name, text) / Describe portal / Execute / Sync, unnamed everything. */
-export function authQueryMessages(sql: string, userName: string): Buffer {
-  const param = Buffer.from(userName, 'utf8');
-  return Buffer.concat([
-    typed('P', [cstr(''), cstr(sql), int16(0)]),
-    typed('B', [cstr(''), cstr(''), int16(0), int16(1), int32(param.length), param, int16(0)]),
-    typed('D', [Buffer.from('P'), cstr('')]),
-    typed('E', [cstr(''), int32(0)]),
-    typed('S', []),
-  ]);
 }
 
 // ---- running it ----
@@ -190,5 +158,5 @@ function runOn(client: Client, server: Server, sql: string, userName: string, do
         return fail('auth_query failed');
     }
   };
-  server.send(authQueryMessages(sql, userName));
+  server.send(msg.extendedQuery(sql, [userName]));
 }

@@ -9,7 +9,7 @@ import { log, type LogSubject } from '../log/logger.js';
 import {
   CANCEL_REQUEST_CODE, COPY_DATA, COPY_DONE, F_BIND, F_CLOSE, F_COPY_FAIL, F_DESCRIBE, F_EXECUTE,
   F_FLUSH, F_FUNCTION_CALL, F_PARSE, F_PASSWORD, F_QUERY, F_SYNC, F_TERMINATE, GSSENC_REQUEST_CODE,
-  PROTO_V2, SSL_REQUEST_CODE, TX_IDLE,
+  PROTO_V2, SSL_REQUEST_CODE, TLS_HANDSHAKE_RECORD, TX_IDLE,
 } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { hdr2hex } from '../protocol/reader.js';
@@ -34,7 +34,7 @@ import { acceptClientTls, acceptDirectTls } from '../tls/client.js';
 import { adminDb } from './admin-db.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
-export const clientsByKey = new Map<string, Client>();
+const clientsByKey = new Map<string, Client>();
 
 /** biggest startup-phase packet we accept (PostgreSQL's MAX_STARTUP_PACKET_LENGTH) */
 const MAX_STARTUP_PACKET = 10000;
@@ -265,7 +265,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       this.state === ClientState.LOGIN) {
       const b = this.loginBuf;
       let total: number;
-      if (b[0] === 0x16 && !this.startupDone && this.tlsInfo === '') {
+      if (b[0] === TLS_HANDSHAKE_RECORD && !this.startupDone && this.tlsInfo === '') {
         // a TLS ClientHello without SSLRequest: PostgreSQL 17's sslnegotiation=direct
         this.loginBuf = null;
         if (!acceptDirectTls(this, b)) this.fail(`bad packet header: '${hdr2hex(b, 0, b.length)}'`);

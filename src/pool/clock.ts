@@ -5,7 +5,3 @@ const origin = performance.timeOrigin;
 export function nowUs(): number {
   return Math.floor((origin + performance.now()) * 1000);
 }
-
-export function nowMs(): number {
-  return origin + performance.now();
-}

@@ -206,7 +206,7 @@ export function suspendDone(): boolean {
  * Waiting clients go first so that no closing server launches a replacement for them; servers
  * next, telling their linked clients the same reason; then the rest.
  */
-export function killPool(pool: PgPool, reason: string): void {
+function killPool(pool: PgPool, reason: string): void {
   for (const list of [pool.waitingClients, pool.waitingCancelReqs]) {
     for (const c of list.toArray()) disconnectClient(c, true, reason);
   }
@@ -310,7 +310,7 @@ export function shutdownWaitForClients(): void {
 
 let maintaining = false;
 
-export function maintain(): void {
+function maintain(): void {
   if (maintaining) return; // closing connections can call back into here
   maintaining = true;
   try {

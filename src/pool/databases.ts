@@ -11,7 +11,7 @@ import { registry, PgDatabase } from './objects.js';
 let autodbTemplate: DatabaseDef | null = null;
 
 /** The admin console database and its user exist from the start. */
-export function ensureAdminDb(): PgDatabase {
+function ensureAdminDb(): PgDatabase {
   let db = registry.databases.get('pgbouncer');
   if (!db) {
     db = new PgDatabase('pgbouncer', null, true);

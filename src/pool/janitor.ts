@@ -28,12 +28,7 @@ export function startJanitor(): void {
   timer.unref();
 }
 
-export function stopJanitor(): void {
-  if (timer !== null) clearInterval(timer);
-  timer = null;
-}
-
-export function janitorTick(): void {
+function janitorTick(): void {
   const now = nowUs();
   checkLoginClients(now);
   ensureForcedUserPools();
@@ -223,9 +218,4 @@ function checkPoolSize(pool: PgPool, now: number): void {
     launchNewConnection(pool);
   }
   void now;
-}
-
-/** log a line for what the janitor does at verbose >= 2 */
-export function janitorDebug(text: string): void {
-  log.noise(`janitor: ${text}`);
 }

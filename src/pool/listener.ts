@@ -16,7 +16,7 @@ import { applySocketOptions } from './sockopts.js';
 
 export class StartupError extends Error {}
 
-export function unixSocketPath(): string | null {
+function unixSocketPath(): string | null {
   const dir = cf.unix_socket_dir;
   if (dir === '') return null;
   if (dir.startsWith('@')) return `\0${dir.slice(1)}/.s.PGSQL.${cf.listen_port}`;

@@ -21,15 +21,15 @@ function table(types: string): Uint8Array {
   return t;
 }
 /** Client -> server message types forwarded without bookkeeping while linked: CopyData, Flush. */
-export const CLIENT_FAST = table('dH');
+const CLIENT_FAST = table('dH');
 /**
  * Server -> client message types forwarded without inspection while linked. Not fast:
  * ReadyForQuery, ParameterStatus, ErrorResponse, CommandComplete and COPY starts change state
  * we track.
  */
-export const SERVER_FAST = table('DTI12ntsVdAcN');
+const SERVER_FAST = table('DTI12ntsVdAcN');
 /** with prepared-statement rewriting every response is matched to its request, except these */
-export const SERVER_FAST_PREPARED = table('DdANt');
+const SERVER_FAST_PREPARED = table('DdANt');
 
 /** global pause state (PAUSE / SUSPEND without a database) */
 export const poolerState = {
@@ -248,7 +248,7 @@ export function serverConnectFailed(server: Server, reason: string): void {
 }
 
 /** A server with nothing left to do goes idle and, if anyone waits, to a client. */
-export function serverReady(server: Server): void {
+function serverReady(server: Server): void {
   const pool = server.pool;
   if (!server.ready) {
     disconnectServer(server, true, 'server not ready after internal query');
@@ -527,7 +527,7 @@ function pickHost(db: PgDatabase): string | null {
   return h;
 }
 
-export function openServer(pool: PgPool): Server {
+function openServer(pool: PgPool): Server {
   const server = new Server(pool);
   server.changeState(ServerState.LOGIN);
   pool.db.serverCount++;

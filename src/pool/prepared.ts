@@ -18,7 +18,7 @@ import {
   B_BIND_COMPLETE, B_CLOSE_COMPLETE, B_COMMAND_COMPLETE, B_EMPTY_QUERY, B_ERROR, B_NO_DATA,
   B_NOTICE, B_NOTIFICATION, B_PARAMETER_STATUS, B_PARSE_COMPLETE, B_PORTAL_SUSPENDED,
   B_READY_FOR_QUERY, B_ROW_DESCRIPTION, F_BIND, F_CLOSE, F_DESCRIBE, F_EXECUTE, F_FUNCTION_CALL,
-  F_PARSE, F_QUERY, F_SYNC,
+  F_FLUSH, F_PARSE, F_QUERY, F_SYNC, TARGET_STATEMENT,
 } from '../protocol/constants.js';
 import * as msg from '../protocol/messages.js';
 import { cstrEnd } from '../protocol/reader.js';
@@ -49,13 +49,7 @@ function getEntry(key: string, body: Buffer): Entry {
   if (e === undefined) {
     const id = ++nextId;
     const name = `PGBOUNCER_${id}`;
-    const nameLen = Buffer.byteLength(name);
-    const parse = Buffer.allocUnsafe(5 + nameLen + 1 + body.length);
-    parse[0] = F_PARSE;
-    parse.writeInt32BE(parse.length - 1, 1);
-    parse.write(name, 5);
-    parse[5 + nameLen] = 0;
-    body.copy(parse, 6 + nameLen);
+    const parse = msg.parseNamed(name, body);
     e = { id, name, key, parse, refs: 0, validated: false };
     entries.set(key, e);
   }
@@ -64,11 +58,6 @@ function getEntry(key: string, body: Buffer): Entry {
 
 function unref(e: Entry): void {
   if (--e.refs <= 0) entries.delete(e.key);
-}
-
-/** number of distinct statements known (SHOW MEM style figure) */
-export function preparedEntryCount(): number {
-  return entries.size;
 }
 
 // what to do with the response to a queued request
@@ -232,17 +221,6 @@ export function forgetServerStatements(s: Server): void {
   }
 }
 
-/** Close message for a server-side statement name. */
-function closeStatementMsg(name: string): Buffer {
-  const n = Buffer.byteLength(name);
-  const b = Buffer.allocUnsafe(5 + 1 + n + 1);
-  b[0] = F_CLOSE;
-  b.writeInt32BE(b.length - 1, 1);
-  b[5] = 0x53; // 'S'
-  b.write(name, 6);
-  b[6 + n] = 0;
-  return b;
-}
 
 /** Make room in the server's LRU, closing the least recently used statement. */
 function makeRoom(server: Server, sp: ServerPrepared): void {
@@ -250,7 +228,7 @@ function makeRoom(server: Server, sp: ServerPrepared): void {
   while (sp.lru.size >= max) {
     const oldest = sp.lru.keys().next().value as Entry;
     sp.lru.delete(oldest);
-    server.send(closeStatementMsg(oldest.name));
+    server.send(msg.closeStatement(oldest.name));
     // the entry keeps its reference until the CloseComplete (re-added if the Close is skipped)
     sp.push(F_CLOSE, ACT_SWALLOW, oldest);
   }
@@ -320,7 +298,6 @@ function popNoUnref(sp: ServerPrepared): void {
 
 // -------------------------------------------------------------------- public hooks
 
-const PSEUDO_S = 0x53;
 
 export const prepared = {
   /** An incomplete Bind at buf[start] whose portal and statement names are both in buf. */
@@ -398,7 +375,7 @@ export const prepared = {
         const e = lookup(client, buf.toString('utf8', pe + 1, se));
         if (e === null) return STOP;
         ensurePrepared(server, sp, e);
-        server.send(rewrite(buf, start, se + 1, pe + 1, se, e.name, len + 1));
+        server.send(msg.withNameReplaced(buf, start, se + 1, pe + 1, se, e.name, len + 1));
         client.stream.skipHead(se + 1 - start);
         sp.push(F_BIND, ACT_FORWARD);
         return FORWARD;
@@ -551,7 +528,7 @@ export const prepared = {
       }
       case F_CLOSE: {
         const ne = cstrEnd(buf, start + 6, end);
-        if (buf[start + 5] !== PSEUDO_S || ne <= start + 6) return null;
+        if (buf[start + 5] !== TARGET_STATEMENT || ne <= start + 6) return null;
         const name = buf.toString('utf8', start + 6, ne);
         const map = clientMap(client);
         const e = map.get(name);
@@ -565,7 +542,7 @@ export const prepared = {
       case F_SYNC:
         client.send(msg.readyForQuery('I'));
         return HANDLED;
-      case 0x48: // Flush: nothing is pending
+      case F_FLUSH: // nothing is pending
         return HANDLED;
       default:
         return null;
@@ -575,7 +552,7 @@ export const prepared = {
   /** CommandComplete: DISCARD ALL / DEALLOCATE ALL drop the server's (and client's) statements. */
   onCommandComplete(server: Server, client: Client | null, buf: Buffer, start: number, len: number, complete: boolean): Action {
     // only the two tags matter: look at lengths and bytes before making a string (hot path)
-    if ((len !== 4 + 12 && len !== 4 + 15) || buf[start + 5] !== 0x44 /* D */) return FORWARD;
+    if ((len !== 4 + 12 && len !== 4 + 15) || buf[start + 5] !== 0x44 /* 'D' of DISCARD or DEALLOCATE */) return FORWARD;
     if (!complete) return NEED_FULL;
     const tag = buf.toString('latin1', start + 5, start + len); // without the NUL
     if (tag === 'DISCARD ALL' || tag === 'DEALLOCATE ALL') {
@@ -596,7 +573,7 @@ function statementName(client: Client, what: string, buf: Buffer, start: number,
     client.fail(`broken ${what} packet`);
     return -1;
   }
-  return buf[start + 5] !== PSEUDO_S || ne === start + 6 ? 0 : ne;
+  return buf[start + 5] !== TARGET_STATEMENT || ne === start + 6 ? 0 : ne;
 }
 
 function lookup(client: Client, name: string): Entry | null {
@@ -618,7 +595,7 @@ function sendRenamed(client: Client, server: Server, sp: ServerPrepared, kind: n
   const e = lookup(client, buf.toString('utf8', nameStart, nameEnd));
   if (e === null) return STOP;
   ensurePrepared(server, sp, e);
-  server.send(rewrite(buf, start, end, nameStart, nameEnd, e.name));
+  server.send(msg.withNameReplaced(buf, start, end, nameStart, nameEnd, e.name));
   sp.push(kind, ACT_FORWARD);
   return HANDLED;
 }
@@ -628,18 +605,3 @@ function ensurePrepared(server: Server, sp: ServerPrepared, e: Entry): void {
   else sendParse(server, sp, e, ACT_SWALLOW, null);
 }
 
-/**
- * The message buf[start, end) with buf[nameStart, nameEnd) replaced by `name`. `total` is the
- * whole message's size when buf[start, end) is only its head (the rest is streamed after it).
- */
-function rewrite(buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number, name: string,
-  total = end - start): Buffer {
-  const n = Buffer.byteLength(name);
-  const delta = n - (nameEnd - nameStart);
-  const out = Buffer.allocUnsafe((end - start) + delta);
-  buf.copy(out, 0, start, nameStart);
-  out.write(name, nameStart - start);
-  buf.copy(out, nameStart - start + n, nameEnd, end);
-  out.writeInt32BE(total + delta - 1, 1);
-  return out;
-}

@@ -51,7 +51,7 @@ export class VarCache {
 }
 
 /** SQL literal as PgBouncer writes it: E'' with doubled backslashes only when needed. */
-export function quoteLiteral(v: string): string {
+function quoteLiteral(v: string): string {
   const q = v.replace(/'/g, "''");
   return v.includes('\\') ? `E'${q.replace(/\\/g, '\\\\')}'` : `'${q}'`;
 }

@@ -50,6 +50,16 @@ export const B_PARAMETER_DESCRIPTION = 0x74; // t
 export const B_NEGOTIATE_PROTOCOL = 0x76; // v
 
 // Authentication request codes (body of 'R')
+// the one-byte answers to an SSLRequest (and what a server too old for it says)
+export const SSL_YES = 0x53; // S
+export const SSL_NO = 0x4e; // N
+export const SSL_ERROR = 0x45; // E: an ErrorResponse instead
+/** the first byte of a TLS record carrying a handshake: a ClientHello sent without SSLRequest */
+export const TLS_HANDSHAKE_RECORD = 0x16;
+/** Describe and Close name a prepared statement ('S') or a portal ('P') */
+export const TARGET_STATEMENT = 0x53;
+export const TARGET_PORTAL = 0x50;
+
 // ReadyForQuery transaction status
 export const TX_IDLE = 0x49; // I: not in a transaction block
 export const TX_IN_BLOCK = 0x54; // T

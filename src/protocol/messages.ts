@@ -2,7 +2,8 @@
 // allocates exactly one Buffer of the final size. Forwarded traffic never goes through here.
 import {
   AUTH_CLEARTEXT, AUTH_MD5, AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, AUTH_SASL_FINAL,
-  CANCEL_REQUEST_CODE, PROTO_V3, SQLSTATE_PROTOCOL_VIOLATION,
+  CANCEL_REQUEST_CODE, F_BIND, F_CLOSE, F_DESCRIBE, F_EXECUTE, F_PARSE, PROTO_V3, SQLSTATE_PROTOCOL_VIOLATION,
+  SSL_REQUEST_CODE, TARGET_PORTAL, TARGET_STATEMENT,
 } from './constants.js';
 
 /** A message with a type byte and a body made of the given parts. */
@@ -126,8 +127,7 @@ export function query(sql: string): Buffer {
 }
 
 export const TERMINATE_MSG: Buffer = typed(0x58, 0);
-export const SYNC_MSG: Buffer = typed(0x53, 0);
-export const EMPTY_QUERY_RESPONSE_MSG: Buffer = typed(0x49, 0);
+const SYNC_MSG: Buffer = typed(0x53, 0);
 export const PARSE_COMPLETE_MSG: Buffer = typed(0x31, 0);
 export const CLOSE_COMPLETE_MSG: Buffer = typed(0x33, 0);
 
@@ -181,6 +181,78 @@ export function cancelRequest(key: Buffer): Buffer {
   b.writeInt32BE(CANCEL_REQUEST_CODE, 4);
   key.copy(b, 8, 0, 8);
   return b;
+}
+
+/** SSLRequest, sent to a server before the StartupMessage (server_tls_sslmode). */
+export const SSL_REQUEST_MSG: Buffer = (() => {
+  const b = Buffer.allocUnsafe(8);
+  b.writeInt32BE(8, 0);
+  b.writeInt32BE(SSL_REQUEST_CODE, 4);
+  return b;
+})();
+
+/**
+ * Parse of statement `name`, whose body after the name (query text, NUL, parameter types) is
+ * taken as it is from a client's Parse: pgbun's own server-side name for a client's statement.
+ */
+export function parseNamed(name: string, rest: Buffer): Buffer {
+  const b = typed(F_PARSE, cstrLen(name) + rest.length);
+  rest.copy(b, putCstr(b, 5, name));
+  return b;
+}
+
+/** Close of a prepared statement (not a portal) by name. */
+export function closeStatement(name: string): Buffer {
+  const b = typed(F_CLOSE, 1 + cstrLen(name));
+  b[5] = TARGET_STATEMENT;
+  putCstr(b, 6, name);
+  return b;
+}
+
+/**
+ * The message buf[start, end) with the name at buf[nameStart, nameEnd) replaced by `name` (a
+ * Bind or Describe renamed to pgbun's server-side statement name). `total` is the whole
+ * message's size when buf[start, end) is only its head (the rest is streamed after it), so that
+ * the length field counts all of it.
+ */
+export function withNameReplaced(buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number,
+  name: string, total = end - start): Buffer {
+  const n = Buffer.byteLength(name);
+  const delta = n - (nameEnd - nameStart);
+  const out = Buffer.allocUnsafe((end - start) + delta);
+  buf.copy(out, 0, start, nameStart);
+  out.write(name, nameStart - start);
+  buf.copy(out, nameStart - start + n, nameEnd, end);
+  out.writeInt32BE(total + delta - 1, 1);
+  return out;
+}
+
+/**
+ * One query with text parameters over the extended protocol, everything unnamed: Parse, Bind,
+ * Describe (portal), Execute, Sync (auth_query's lookup).
+ */
+export function extendedQuery(sql: string, params: string[]): Buffer {
+  const vals = params.map((p) => Buffer.from(p, 'utf8'));
+  const parse = typed(F_PARSE, 1 + cstrLen(sql) + 2);
+  parse.writeInt16BE(0, putCstr(parse, putCstr(parse, 5, ''), sql));
+  let bindLen = 1 + 1 + 2 + 2 + 2;
+  for (const v of vals) bindLen += 4 + v.length;
+  const bind = typed(F_BIND, bindLen);
+  let o = putCstr(bind, putCstr(bind, 5, ''), '');
+  o = bind.writeInt16BE(0, o); // parameter formats: all text
+  o = bind.writeInt16BE(vals.length, o);
+  for (const v of vals) {
+    o = bind.writeInt32BE(v.length, o);
+    o += v.copy(bind, o);
+  }
+  bind.writeInt16BE(0, o); // result formats: all text
+  const describe = typed(F_DESCRIBE, 2);
+  describe[5] = TARGET_PORTAL;
+  describe[6] = 0;
+  const execute = typed(F_EXECUTE, 5);
+  execute[5] = 0;
+  execute.writeInt32BE(0, 6);
+  return Buffer.concat([parse, bind, describe, execute, SYNC_MSG]);
 }
 
 /** NegotiateProtocolVersion: newest minor version we support (0) + unrecognised _pq_ options. */

@@ -28,11 +28,6 @@ export function startStats(): void {
   arm();
 }
 
-export function stopStats(): void {
-  if (timer !== null) clearTimeout(timer);
-  timer = null;
-}
-
 function arm(): void {
   const seconds = cf.stats_period > 0 ? cf.stats_period : 60;
   timer = setTimeout(refreshStats, seconds * 1000);
@@ -40,7 +35,7 @@ function arm(): void {
 }
 
 /** One period is over: shift the snapshots, log the global averages. */
-export function refreshStats(): void {
+function refreshStats(): void {
   oldStampUs = newStampUs;
   newStampUs = nowUs();
   const cur = new PoolStats();

@@ -10,7 +10,7 @@ import { clientTls, type ClientSideTls } from './context.js';
 import { tlsVerifyError } from '../runtime/handles.js';
 
 /** ALPN protocol name of PostgreSQL (PostgreSQL 17, direct SSL negotiation). */
-export const ALPN_POSTGRESQL = 'postgresql';
+const ALPN_POSTGRESQL = 'postgresql';
 
 /**
  * An SSLRequest arrived: answer 'S' and start TLS on the client socket, or return false to have

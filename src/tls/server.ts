@@ -7,18 +7,13 @@ import { isIP } from 'node:net';
 import tls from 'node:tls';
 import { log } from '../log/logger.js';
 import { cf } from '../config/current.js';
-import { SSL_REQUEST_CODE } from '../protocol/constants.js';
+import { SSL_ERROR, SSL_NO, SSL_YES } from '../protocol/constants.js';
+import { SSL_REQUEST_MSG } from '../protocol/messages.js';
 import type { Server } from '../pool/server.js';
 import { serverEvents } from '../pool/server-events.js';
 import { serverTls } from './context.js';
 import { describeTls } from './client.js';
 
-const SSL_REQUEST = (() => {
-  const b = Buffer.alloc(8);
-  b.writeInt32BE(8, 0);
-  b.writeInt32BE(SSL_REQUEST_CODE, 4);
-  return b;
-})();
 
 /** A TLS failure before the login: like a failed connect, the pool retries after server_login_retry. */
 function tlsFailed(server: Server, reason: string): void {
@@ -38,22 +33,22 @@ export function beginServerLogin(server: Server): void {
   server.rawData = (chunk: Buffer): void => {
     server.rawData = null;
     const answer = chunk[0];
-    if (answer === 0x53 /* S */ && chunk.length === 1) {
+    if (answer === SSL_YES && chunk.length === 1) {
       startTls(server);
-    } else if (answer === 0x4e /* N */ && chunk.length === 1) {
+    } else if (answer === SSL_NO && chunk.length === 1) {
       if (conf.mode === 'prefer') {
         server.startLogin();
       } else {
         tlsFailed(server, 'server refused SSL');
       }
-    } else if (answer === 0x45 /* E: a pre-SSLRequest server or an error */) {
+    } else if (answer === SSL_ERROR /* a pre-SSLRequest server, or an error */) {
       tlsFailed(server, 'server does not support SSL');
     } else {
       // anything more than one byte would have been read as if it came through TLS
       tlsFailed(server, chunk.length > 1 ? 'received unencrypted data after SSL response' : 'bad SSL response');
     }
   };
-  server.send(SSL_REQUEST);
+  server.send(SSL_REQUEST_MSG);
 }
 
 /** node's codes for a peer certificate that failed verification (OpenSSL's X509_V_ERR_* names) */
