@@ -2,7 +2,6 @@
 // key's type, default and reload rule are stated exactly once. Semantics are PgBouncer 1.25's
 // (https://www.pgbouncer.org/config.html); value parsing follows libusual's cf_set_*.
 import { isIP } from 'node:net';
-import type { PoolMode } from './types.js';
 import { formatG, parseCDouble, parseCInt, parseCUint, secondsToUsec } from './cvalues.js';
 
 export type AuthType = 'any' | 'trust' | 'plain' | 'md5' | 'cert' | 'hba' | 'scram-sha-256';
@@ -40,13 +39,16 @@ const AUTH_QUERY_DEFAULT =
 const R = true; // reloadable
 const N = false; // startup only
 
-function d(name: string, kind: SettingKind, dflt: string | null, reloadable: boolean,
-  extra: Partial<SettingDef> = {}): SettingDef {
+/** One key of the table; the literal types of name, kind, default and values give `Settings`. */
+function d<const Name extends string, const Kind extends SettingKind, const Dflt extends string | null,
+  const Extra extends Partial<SettingDef> = Record<never, never>>(
+  name: Name, kind: Kind, dflt: Dflt, reloadable: boolean, extra: Extra = {} as Extra,
+): { name: Name; kind: Kind; default: Dflt; reloadable: boolean } & Extra {
   return { name, kind, default: dflt, reloadable, ...extra };
 }
 
 /** Every key, alphabetically (SHOW CONFIG order), including ones not present on this platform. */
-export const ALL_SETTING_DEFS: readonly SettingDef[] = [
+const SETTING_TABLE = [
   d('admin_users', 'list', '', R),
   d('application_name_add_host', 'int', '0', R),
   d('auth_dbname', 'string', null, R),
@@ -155,7 +157,9 @@ export const ALL_SETTING_DEFS: readonly SettingDef[] = [
   d('unix_socket_mode', 'int', '0777', N),
   d('user', 'string', null, N),
   d('verbose', 'int', null, R),
-];
+] as const;
+
+export const ALL_SETTING_DEFS: readonly SettingDef[] = SETTING_TABLE;
 
 /** The keys this platform knows, alphabetically: the rows of SHOW CONFIG. */
 export const SETTING_DEFS: readonly SettingDef[] = ALL_SETTING_DEFS.filter(
@@ -167,112 +171,22 @@ export function settingDef(key: string): SettingDef | undefined {
   return DEF_BY_NAME.get(key);
 }
 
-/** The settings in force. Times are seconds (fractions allowed); lists stay strings. */
-export interface Settings {
-  admin_users: string;
-  application_name_add_host: number;
-  auth_dbname: string | null;
-  auth_file: string | null;
-  auth_hba_file: string;
-  auth_ident_file: string | null;
-  auth_ldap_options: string | null;
-  auth_query: string;
-  auth_type: AuthType;
-  auth_user: string | null;
-  autodb_idle_timeout: number;
-  cancel_wait_timeout: number;
-  client_idle_timeout: number;
-  client_login_timeout: number;
-  client_tls13_ciphers: string | null;
-  client_tls_ca_file: string;
-  client_tls_cert_file: string;
-  client_tls_ciphers: string;
-  client_tls_dheparams: string;
-  client_tls_ecdhcurve: string;
-  client_tls_key_file: string;
-  client_tls_protocols: string;
-  client_tls_sslmode: SslMode;
-  conffile: string | null;
-  default_pool_size: number;
-  disable_pqexec: number;
-  dns_max_ttl: number;
-  dns_nxdomain_ttl: number;
-  dns_zone_check_period: number;
-  idle_transaction_timeout: number;
-  ignore_startup_parameters: string;
-  job_name: string;
-  listen_addr: string;
-  listen_backlog: number;
-  listen_port: number;
-  log_connections: number;
-  log_format: 'text' | 'json';
-  log_disconnections: number;
-  log_pooler_errors: number;
-  log_stats: number;
-  logfile: string;
-  login_notify_message: string;
-  max_client_conn: number;
-  max_db_client_connections: number;
-  max_db_connections: number;
-  max_packet_size: number;
-  max_prepared_statements: number;
-  max_user_client_connections: number;
-  max_user_connections: number;
-  metrics_listen_addr: string;
-  metrics_listen_port: number;
-  min_pool_size: number;
-  peer_id: number;
-  pidfile: string;
-  pkt_buf: number;
-  pool_idle_timeout: number;
-  pool_mode: PoolMode;
-  query_timeout: number;
-  query_wait_notify: number;
-  query_wait_timeout: number;
-  reserve_pool_size: number;
-  reserve_pool_timeout: number;
-  resolv_conf: string;
-  sbuf_loopcnt: number;
-  scram_iterations: number;
-  server_check_delay: number;
-  server_check_query: string;
-  server_connect_timeout: number;
-  server_fast_close: number;
-  server_idle_timeout: number;
-  server_lifetime: number;
-  server_login_retry: number;
-  server_reset_query: string;
-  server_reset_query_always: number;
-  server_round_robin: number;
-  server_tls13_ciphers: string | null;
-  server_tls_ca_file: string;
-  server_tls_cert_file: string;
-  server_tls_ciphers: string;
-  server_tls_key_file: string;
-  server_tls_protocols: string;
-  server_tls_sslmode: SslMode;
-  so_reuseport: number;
-  stats_period: number;
-  stats_users: string;
-  suspend_timeout: number;
-  syslog: number;
-  syslog_facility: string;
-  syslog_ident: string;
-  tcp_defer_accept: number;
-  tcp_keepalive: number;
-  tcp_keepcnt: number;
-  tcp_keepidle: number;
-  tcp_keepintvl: number;
-  tcp_socket_buffer: number;
-  tcp_user_timeout: number;
-  track_extra_parameters: string;
-  transaction_timeout: number;
-  unix_socket_dir: string;
-  unix_socket_group: string;
-  unix_socket_mode: number;
-  user: string | null;
-  verbose: number;
-}
+/** The value type of one key: numbers for int/uint/time, the listed words for an enum, else text (null when that is the default). */
+type ValueOf<D> = D extends { kind: 'int' | 'uint' | 'time' } ? number
+  : D extends { kind: 'enum'; values: readonly (infer V)[] } ? V
+  : D extends { default: null } ? string | null
+  : string;
+
+type Def = (typeof SETTING_TABLE)[number];
+/** service_name is job_name under another name, not a key of its own */
+type DerivedSettings = { -readonly [D in Def as D extends { aliasOf: string } ? never : D['name']]: ValueOf<D> };
+
+/**
+ * The settings in force, one property per key of the table above, typed from it: numbers for
+ * int, uint and time (seconds, fractions allowed), the listed words for an enum, text for the
+ * rest (lists stay strings), null where the default is NULL.
+ */
+export type Settings = DerivedSettings;
 
 type SettingsRecord = Record<string, string | number | null>;
 
@@ -406,3 +320,4 @@ export function splitList(v: string | null): string[] {
   if (!v) return [];
   return v.split(/[\s,]+/).filter((item) => item !== '');
 }
+

@@ -8,6 +8,7 @@ import { sharedPostgres } from '../lib/postgres.js';
 import type { TestPgbun } from '../lib/pgbun.js';
 import { attemptLogin, type WireClient } from '../lib/wire.js';
 import { ADMIN, STATS, adminLogin, show, startAdminBouncer } from './admin-lib.js';
+import { waitUntil } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const bouncers: TestPgbun[] = [];
@@ -50,11 +51,9 @@ test('max_user_client_connections: stats users are counted and limited on the co
   assert.equal(after.get(ADMIN)!.current_client_connections, '3');
   // closing gives the count back
   s1.destroy();
-  for (let i = 0; i < 50; i++) {
-    const n = new Map((await show(a[0]!, 'SHOW USERS')).map((r) => [r.name, r])).get(STATS)!.current_client_connections;
-    if (n === '1') break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitUntil('the closed session no longer counted',
+    async () => new Map((await show(a[0]!, 'SHOW USERS')).map((r) => [r.name, r])).get(STATS)!.current_client_connections,
+    (n) => n === '1');
   await console(b, STATS);
 });
 

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type IniSpec, type StartPgbunOptions, type TestPgbun } from '../lib/pgbun.js';
 import type { TestPostgres } from '../lib/postgres.js';
 import { TEST_DB } from '../lib/postgres.js';
+import { waitUntil } from '../lib/pool-helpers.js';
 import { WireClient, wireLogin, type QueryResult, type WireMessage } from '../lib/wire.js';
 
 export const ADMIN = 'admin';
@@ -124,14 +125,9 @@ export async function startAdminBouncer(pg: TestPostgres, pgbouncer: Record<stri
   return startPgbun({ ini, userlist: USERLIST, ...more });
 }
 
-/** Poll `f` until it returns true (or fail after timeoutMs). */
+/** Poll `f` until it returns true (or fail after timeoutMs): waitUntil for a yes/no condition. */
 export async function eventually(what: string, f: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await f()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitUntil(what, f, (ok) => ok, timeoutMs, 25);
 }
 
 /** Resolve `p` or report that it is still pending after ms (for "this must block" checks). */

@@ -12,7 +12,8 @@ import assert from 'node:assert/strict';
 import { psql, runCommand } from '../lib/clients.js';
 import { pgbunCommand, pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
-import { canConnect, freePort, isAlive, isRoot, makeTempDir, REPO_ROOT, serverOsUser, sleep, tcpListening } from '../lib/procs.js';
+import { canConnect, freePort, isAlive, isRoot, makeTempDir, REPO_ROOT, serverOsUser, tcpListening } from '../lib/procs.js';
+import { waitUntil } from '../lib/pool-helpers.js';
 import { wireLogin } from '../lib/wire.js';
 
 const pg = await sharedPostgres();
@@ -46,15 +47,9 @@ async function assertServes(where: { host?: string; port?: number; path?: string
   await client.terminate();
 }
 
-function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  return (async () => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (cond()) return true;
-      await sleep(25);
-    }
-    return cond();
-  })();
+/** true once cond() holds, false if it does not within timeoutMs (waitUntil, without failing). */
+async function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean> {
+  return waitUntil('a condition', cond, (ok) => ok, timeoutMs, 25).then(() => true, () => cond());
 }
 
 /** A pid that is certainly not running now. */

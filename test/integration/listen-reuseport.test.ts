@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { REPO_ROOT, tcpListening } from '../lib/procs.js';
+import { waitUntil } from '../lib/pool-helpers.js';
 import { wireLogin } from '../lib/wire.js';
 import { reusePortWorks } from '../../src/pool/listener.js';
 
@@ -63,9 +64,7 @@ describe('so_reuseport', () => {
       assert.deepEqual((await client.query('SELECT 1')).rows, [['1']]);
       await client.terminate();
     }
-    const deadline = Date.now() + 5000;
-    while (logins(a) + logins(b) < 40 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(logins(a) + logins(b), 40);
+    await waitUntil('40 logins logged', () => logins(a) + logins(b), (n) => n === 40, 5000);
     assert.ok(logins(a) > 0 && logins(b) > 0, `logins: ${logins(a)} and ${logins(b)}`);
 
     // either one stopping leaves the port served by the other
