@@ -49,12 +49,29 @@ const otherInherited: net.Server[] = [];
 const inheritedTcp = new Set<string>();
 /** SUSPEND stops accepting too */
 let accepting = true;
+/**
+ * Connections that arrived during SUSPEND, not read until RESUME: PgBouncer stops accepting and
+ * leaves them in the listen backlog; node cannot stop accepting on a listening socket, so they
+ * wait here instead, as many as listen_backlog would hold (more are closed, as a full backlog
+ * refuses them).
+ */
+const heldWhileSuspended: Array<{ sock: net.Socket; isUnix: boolean }> = [];
 
 function onConnection(sock: net.Socket, isUnix: boolean): void {
   if (!accepting) {
-    sock.destroy();
+    if (heldWhileSuspended.length >= cf.listen_backlog) {
+      sock.destroy();
+      return;
+    }
+    sock.pause();
+    sock.on('error', () => { /* a held connection that goes away is dropped at RESUME */ });
+    heldWhileSuspended.push({ sock, isUnix });
     return;
   }
+  startClient(sock, isUnix);
+}
+
+function startClient(sock: net.Socket, isUnix: boolean): void {
   if (!isUnix) applySocketOptions(sock);
   sock.on('error', () => { /* handled by the client once attached */ });
   new Client(sock, isUnix, cf.listen_port);
@@ -245,6 +262,15 @@ export function closeTcpListeners(): void {
 
 export function setAccepting(on: boolean): void {
   accepting = on;
+  if (!on) return;
+  for (const { sock, isUnix } of heldWhileSuspended.splice(0)) {
+    if (sock.destroyed || !sock.readable) {
+      sock.destroy();
+      continue;
+    }
+    startClient(sock, isUnix);
+    sock.resume();
+  }
 }
 
 /** Close everything and remove the socket file (at exit). */

@@ -161,7 +161,7 @@ describe('PAUSE and RESUME', () => {
 });
 
 describe('SUSPEND', () => {
-  test('stops the pooler until RESUME; new connections are not served', async () => {
+  test('stops the pooler until RESUME; new connections wait unanswered, then are served', async () => {
     const c = await userLogin(b);
     const s = await adminLogin(b);
     try {
@@ -170,10 +170,16 @@ describe('SUSPEND', () => {
       assert.deepEqual(await state(s), { active: 'no', paused: 'no', suspended: 'yes' });
       const q = c.query('SELECT 5', 10_000);
       assert.ok(await pendingAfter(q, 300), 'nothing is read while suspended');
-      await assert.rejects(wireLogin({ host: b.host, port: b.port }, { user: 'trust_user', database: TEST_DB, timeoutMs: 1000 }));
+      // a new connection is not served (as in PgBouncer's listen backlog) but not refused either
+      const newcomer = wireLogin({ host: b.host, port: b.port }, { user: 'trust_user', database: TEST_DB, timeoutMs: 10_000 });
+      newcomer.catch(() => {});
+      assert.ok(await pendingAfter(newcomer, 500), 'a login during SUSPEND waits');
       await expectAdminError(s, 'SUSPEND', 'already suspended/paused');
       await expectTag(s, 'RESUME', 'RESUME');
       assert.deepEqual((await q).rows, [['5']]);
+      const { client: late } = await newcomer;
+      assert.deepEqual((await late.query('SELECT 6')).rows, [['6']]);
+      await late.terminate();
       assert.match(b.log(), /LOG SUSPEND command issued/);
     } finally {
       await c.terminate();
