@@ -291,6 +291,7 @@ export function internalQueryDone(server: Server, kind: Internal, err: string | 
         releaseServer(server);
         return;
       }
+      client.vars.adoptCanonical(server.vars);
       startForwarding(client, server);
       client.stream.resume();
       return;

@@ -45,6 +45,18 @@ export class VarCache {
     }
   }
 
+  /**
+   * After a SET batch made `server` hold this client's values: take the server's spelling of
+   * each (PostgreSQL reports DateStyle `ISO` as `ISO, MDY`, and says nothing when the value did
+   * not change), so the same SET is not sent again on every transaction.
+   */
+  adoptCanonical(server: VarCache): void {
+    for (let i = 0; i < this.values.length; i++) {
+      const sv = server.values[i];
+      if (this.values[i] !== null && this.values[i] !== undefined && sv !== null && sv !== undefined) this.values[i] = sv;
+    }
+  }
+
   copyFrom(from: VarCache): void {
     for (let i = 0; i < this.values.length; i++) this.values[i] = from.values[i] ?? null;
   }
