@@ -17,7 +17,7 @@ import {
   suspendAll, suspendDone, waitUntil, type Waiter,
 } from '../pool/control.js';
 import { reloadConfig } from '../reload.js';
-import { setupTls } from '../tls/context.js';
+import { reloadTls } from '../tls/context.js';
 import { parseAdminQuery } from './grammar.js';
 import { FAKE_PARAMS, HELP_DETAIL, SHOW_MAP, type ResultSet } from './show.js';
 
@@ -322,7 +322,8 @@ const COMMANDS: Record<string, (ctx: Ctx, arg: string) => void> = {
 function applySet(key: string): Buffer[] {
   if (key === 'verbose') log.setVerbose(cf.verbose);
   if (key === 'log_format') log.setJson(cf.log_format === 'json');
-  if (key.includes('_tls_') && setupTls(false) !== null) {
+  // every TLS key (client_tls_*, server_tls_*, client_tls13_ciphers, ...) takes effect at once
+  if (/^(client|server)_tls/.test(key) && reloadTls() !== null) {
     return [msg.notice('TLS settings could not be applied, still using old configuration')];
   }
   return [];

@@ -12,6 +12,7 @@ import { strerror } from '../config/cvalues.js';
 import type { SslMode } from '../config/settings.js';
 import { log } from '../log/logger.js';
 import { registry } from '../pool/objects.js';
+import { SERVER_STATES_COUNTED } from '../pool/state.js';
 
 /** pgbun as the TLS server, towards clients. */
 export interface ClientSideTls {
@@ -114,7 +115,8 @@ export function cipherString(ciphers: string, tls13: string | null): string {
   else tls12 = ciphers.trim();
   const suites = tls13 === null || tls13.trim() === '' ? DEFAULT_TLS13 : tls13.trim();
   for (const s of suites.split(':')) {
-    if (!/^TLS_[A-Z0-9_]+$/.test(s)) throw new TlsConfigError(`invalid TLS 1.3 cipher suite: ${s}`);
+    // PgBouncer's (libtls) wording
+    if (!/^TLS_[A-Z0-9_]+$/.test(s)) throw new TlsConfigError(`failed to set the TLSv1.3 cipher suites: ${s}`);
   }
   return `${suites}:${tls12}`;
 }
@@ -275,8 +277,8 @@ export function reloadTls(): string | null {
 
 function markServersCloseNeeded(): void {
   for (const pool of registry.pools) {
-    for (const list of [pool.activeServers, pool.idleServers, pool.usedServers, pool.testedServers, pool.loginServers, pool.beingCanceledServers]) {
-      for (const s of list.toArray()) s.closeNeeded = true;
-    }
+    pool.forEachServer((s) => {
+      s.closeNeeded = true;
+    }, SERVER_STATES_COUNTED);
   }
 }

@@ -14,7 +14,7 @@ import { makeCert, tlsConnect, tlsFixture, wireOver, type TlsFixture } from '../
 import { pgConnstr, startPgbun, type IniSpec, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
-import { AUTH, md5Secret, sslRequest, startupMessage, WireClient } from '../lib/wire.js';
+import { AUTH, md5Secret, sslRequest, startupMessage, WireClient, wireLogin } from '../lib/wire.js';
 
 const pg = await sharedPostgres();
 let fx: TlsFixture;
@@ -230,6 +230,35 @@ describe('client_tls_protocols, ciphers, tls13_ciphers, ecdhcurve, dheparams', (
     assert.match(line, /tls=TLSv1\.2\/ECDHE-RSA-AES128-GCM-SHA256/);
     // a TLS 1.3-only client cannot connect
     await assert.rejects(tlsConnect(b, { minVersion: 'TLSv1.3' }));
+  });
+
+  test('SET client_tls13_ciphers on the console takes effect at once; a bad value keeps the old one and says so', async () => {
+    const b = await bouncer({
+      client_tls_sslmode: 'require',
+      client_tls_protocols: 'tlsv1.3',
+      client_tls13_ciphers: 'TLS_CHACHA20_POLY1305_SHA256',
+      admin_users: 'md5_user',
+    });
+    const first = await tlsConnect(b);
+    assert.equal(first.getCipher().name, 'TLS_CHACHA20_POLY1305_SHA256');
+    first.destroy();
+    // over the Unix socket, where client_tls_sslmode does not apply
+    const admin = (await wireLogin({ path: b.socketPath }, { user: 'md5_user', password: 'md5_pass', database: 'pgbouncer' })).client;
+    try {
+      const r = await admin.query("SET client_tls13_ciphers = 'TLS_AES_256_GCM_SHA384'");
+      assert.equal(r.error, null, JSON.stringify(r.error));
+      const next = await tlsConnect(b);
+      assert.equal(next.getCipher().name, 'TLS_AES_256_GCM_SHA384');
+      next.destroy();
+      const from = b.logOffset();
+      await admin.query("SET client_tls13_ciphers = 'unknown'");
+      await b.waitForLog(/failed to set the TLSv1\.3 cipher suites/, 3000, from);
+      const still = await tlsConnect(b);
+      assert.equal(still.getCipher().name, 'TLS_AES_256_GCM_SHA384', 'the last good configuration stays');
+      still.destroy();
+    } finally {
+      admin.destroy();
+    }
   });
 
   test('tlsv1.3 only with client_tls13_ciphers; legacy DH parameters for DHE with TLS 1.2', async () => {
