@@ -10,7 +10,7 @@ import { applyConfig } from './pool/databases.js';
 import { initTrackedParams } from './pool/varcache.js';
 import { startJanitor } from './pool/janitor.js';
 import { adoptSystemdSockets, closeAllListeners, startListening, StartupError, unixSocketInUse } from './pool/listener.js';
-import { sdNotify, sdNotifyStopping } from './process/systemd.js';
+import { sdNotify, sdNotifyFlushAtExit, sdNotifyStopping } from './process/systemd.js';
 import { checkPidfile, PidfileError, removePidfile, writePidfile } from './process/pidfile.js';
 import { switchUser, UserSwitchError } from './process/user.js';
 import { daemonize, isDaemonChild, notifyParent } from './process/daemon.js';
@@ -140,6 +140,7 @@ function checkPidfileOrDie(): void {
 /** Leave now: listeners and pidfile removed, exit code as given (process/exit.ts calls it). */
 export function exitNow(code: number): never {
   sdNotifyStopping();
+  sdNotifyFlushAtExit();
   closeAllListeners();
   removePidfile();
   process.exit(code);

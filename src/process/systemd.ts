@@ -9,7 +9,7 @@
 // NotifyAccess=all because the message comes from that helper's pid, not from pgbun's.
 // Messages are sent one after the other, so that RELOADING=1 cannot overtake the READY=1 of
 // the same reload.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { log } from '../log/logger.js';
 
@@ -44,6 +44,22 @@ export function sdNotify(...assignments: string[]): void {
   // MAINPID: pgbun, not the helper (with NotifyAccess=all systemd would accept either)
   queue.push([`--pid=${process.pid}`, ...assignments]);
   if (!sending) sendNext();
+}
+
+/**
+ * At exit: what is still queued (say STOPPING=1 behind a READY=1 whose helper has not finished)
+ * would be lost with the process, so it is sent now, waiting for each helper: the event loop has
+ * nothing left to serve.
+ */
+export function sdNotifyFlushAtExit(): void {
+  if (broken) return;
+  for (const args of queue.splice(0)) {
+    try {
+      spawnSync('systemd-notify', args, { stdio: 'ignore', timeout: 3000 });
+    } catch {
+      return;
+    }
+  }
 }
 
 let stopping = false;
