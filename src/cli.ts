@@ -18,7 +18,7 @@ Usage:
 Options:
   -d, --daemon         run in background (as a daemon)
   -q, --quiet          run quietly
-  -R, --reboot         do an online reboot (deprecated: starts normally)
+  -R, --reboot         do an online reboot (not supported: use so_reuseport)
   -u, --user=USERNAME  switch to USERNAME (as root)
   -v, --verbose        increase verbosity
   -V, --version        show version, then exit

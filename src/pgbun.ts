@@ -78,7 +78,14 @@ export async function start(opts: StartOptions): Promise<void> {
     await daemonize(opts.childArgs);
   }
 
-  if (opts.reboot) log.warning('Online restart is deprecated, use so_reuseport instead');
+  if (opts.reboot) {
+    // PgBouncer's -R takes over the listening sockets and connections of the running process;
+    // node cannot receive file descriptors from another process, so pgbun cannot do that. Start
+    // as if it could, and the old process would keep the port (or both would serve it): refuse.
+    log.warning('Online restart is deprecated, use so_reuseport instead');
+    die('online restart (-R) is not supported by pgbun: for a restart without downtime start the new ' +
+      'process with so_reuseport = 1 beside the old one, then stop the old one with SHUTDOWN WAIT_FOR_CLIENTS');
+  }
 
   const tlsErr = setupTls(true);
   if (tlsErr !== null) die(`TLS setup failed: ${tlsErr}`);

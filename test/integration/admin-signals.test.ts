@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pgConnstr } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
+import { canConnect } from '../lib/procs.js';
 import { WireClient } from '../lib/wire.js';
 import { ADMIN, STATS, adminDatabases, adminLogin, eventually, show, startAdminBouncer, userLogin } from './admin-lib.js';
 
@@ -123,15 +124,13 @@ describe('signals', () => {
     await c.closedPromise;
   });
 
-  test('-R logs the deprecation warning and starts normally', async () => {
-    const b = await startAdminBouncer(pg, {}, { args: ['-R'] });
-    try {
-      await b.waitForLog(/WARNING Online restart is deprecated, use so_reuseport instead/);
-      const c = await userLogin(b);
-      assert.deepEqual((await c.query('SELECT 1')).rows, [['1']]);
-      await c.terminate();
-    } finally {
-      await b.stop();
-    }
+  test('-R: the deprecation warning, then a FATAL naming the so_reuseport rolling restart, exit 1', async () => {
+    const b = await startAdminBouncer(pg, {}, { args: ['-R'], waitReady: false });
+    const exit = await b.waitExit(10_000);
+    assert.deepEqual(exit, { code: 1, signal: null });
+    const log = b.log() + b.stderr();
+    assert.match(log, /WARNING Online restart is deprecated, use so_reuseport instead/);
+    assert.match(log, /FATAL online restart \(-R\) is not supported by pgbun: .*so_reuseport = 1.*SHUTDOWN WAIT_FOR_CLIENTS/);
+    assert.equal(await canConnect({ host: b.host, port: b.port }), false, 'it never listened');
   });
 });
