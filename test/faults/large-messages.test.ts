@@ -17,7 +17,7 @@ let B: TestPgbun;
 let gate: TcpGate;
 
 before(async () => {
-  gate = await new TcpGate(pg, true).start();
+  gate = await new TcpGate(pg).start();
   B = await startPgbun({
     ini: {
       pgbouncer: { auth_type: 'trust', pool_mode: 'transaction', max_prepared_statements: 100 },

@@ -5,7 +5,7 @@
 // the client sent is processed in order.
 //
 // A gate (test/lib/tcp-gate.ts) stands between pgbun and PostgreSQL: it accepts pgbun's server
-// connection and holds it without a word until the test opens it, so the login waits exactly as
+// connection and holds it without a word until the test releases it, so the login waits exactly as
 // long as the test wants.
 
 import { after, before, describe, test } from 'node:test';
@@ -37,8 +37,8 @@ describe('a login that waits stops reading its client', () => {
   let B: TestPgbun;
 
   before(async () => {
-    gate = await new TcpGate(pg).start();
-    gate2 = await new TcpGate(pg).start();
+    gate = await new TcpGate(pg, { hold: true }).start();
+    gate2 = await new TcpGate(pg, { hold: true }).start();
     B = await startPgbun({
       ini: {
         pgbouncer: {
@@ -81,7 +81,7 @@ describe('a login that waits stops reading its client', () => {
     assert.equal((await other.query('SELECT 1', 5000)).error, null);
     other.destroy();
     // the server comes up: the welcome, then the query's answer
-    gate.open();
+    gate.release();
     const msgs = await c.readUntil('Z', 30_000); // the welcome ends with ReadyForQuery
     assert.ok(msgs.some((m) => m.type === 'R' && m.body.readInt32BE(0) === 0), 'AuthenticationOk');
     const r = await c.collect(60_000);

@@ -1,7 +1,6 @@
 // Pool upkeep observed through the admin console: one server login in flight per pool,
 // pool_idle_timeout, server_fast_close after RECONNECT, and the cancel queue (at most
 // 2 x pool_size cancel connections, cancel_wait_timeout for the rest).
-import * as net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
@@ -10,53 +9,10 @@ import { sleep } from '../lib/procs.js';
 import { WireClient, cancelRequest, startupMessage } from '../lib/wire.js';
 import { closingRe, expectFatal, login, roleUserlist, waitUntil } from '../lib/pool-helpers.js';
 import { adminLogin, show } from './admin-lib.js';
+import { TcpGate } from '../lib/tcp-gate.js';
 
 const pg = await sharedPostgres();
 
-/** A TCP proxy to PostgreSQL that can hold new connections (accepted, not forwarded). */
-class HoldingProxy {
-  hold = false;
-  accepted = 0;
-  private held: net.Socket[] = [];
-  private readonly socks = new Set<net.Socket>();
-  readonly server: net.Server;
-  port = 0;
-
-  constructor(private readonly silent = false) {
-    this.server = net.createServer((c) => {
-      this.accepted++;
-      this.socks.add(c);
-      c.on('error', () => {});
-      if (this.silent) return; // accept and never answer
-      if (this.hold) this.held.push(c);
-      else this.forward(c);
-    });
-  }
-
-  async listen(): Promise<void> {
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as net.AddressInfo).port;
-  }
-
-  private forward(c: net.Socket): void {
-    const up = net.connect(pg.port, '127.0.0.1');
-    this.socks.add(up);
-    up.on('error', () => c.destroy());
-    c.pipe(up).pipe(c);
-    // pipe() ends `up` after the data a held connection queued; destroying it would drop that
-    up.on('close', () => c.destroy());
-  }
-
-  release(): void {
-    this.hold = false;
-    for (const c of this.held.splice(0)) this.forward(c);
-  }
-
-  close(): void {
-    for (const s of this.socks) s.destroy();
-    this.server.close();
-  }
-}
 
 const USERS: Array<[string, string]> = [...roleUserlist(), ['admin', '']];
 
@@ -65,10 +21,10 @@ function poolRow(rows: Array<Record<string, string | null>>, db: string, user = 
 }
 
 describe('one server login in flight per pool', () => {
-  const silent = new HoldingProxy(true);
+  const silent = new TcpGate(pg, { silent: true });
   let b: TestPgbun;
   before(async () => {
-    await silent.listen();
+    await silent.start();
     b = await startPgbun({
       ini: {
         databases: { slow: `host=127.0.0.1 port=${silent.port} dbname=${TEST_DB}` },
@@ -182,10 +138,10 @@ describe('server_fast_close', () => {
 });
 
 describe('cancel queue', () => {
-  const proxy = new HoldingProxy();
+  const proxy = new TcpGate(pg);
   let b: TestPgbun;
   before(async () => {
-    await proxy.listen();
+    await proxy.start();
     b = await startPgbun({
       ini: {
         databases: { viaproxy: `host=127.0.0.1 port=${proxy.port} dbname=${TEST_DB} pool_size=1` },

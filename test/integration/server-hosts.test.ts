@@ -7,7 +7,7 @@
 // PostgreSQL (all of 127/8 is loopback on Linux) that counts the connections it carries;
 // 127.0.0.3:<port> has nothing listening (a closed port).
 
-import * as net from 'node:net';
+import { TcpGate } from '../lib/tcp-gate.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPgbun, type TestPgbun } from '../lib/pgbun.js';
@@ -20,38 +20,9 @@ const pg = await sharedPostgres();
 const DB = 'txp_hosts';
 const AUTO = 'txp_hosts_auto';
 
-/** 127.0.0.2:port → the test PostgreSQL; counts the connections it forwarded. */
-class Forwarder {
-  count = 0;
-  private server: net.Server;
-  private socks = new Set<net.Socket>();
-  constructor(private readonly target: number) {
-    this.server = net.createServer((c) => {
-      this.count++;
-      const up = net.connect(this.target, '127.0.0.1');
-      this.socks.add(c).add(up);
-      c.pipe(up).pipe(c);
-      const done = (): void => {
-        c.destroy();
-        up.destroy();
-      };
-      c.on('error', done).on('close', done);
-      up.on('error', done).on('close', done);
-    });
-  }
-  listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.target, '127.0.0.2', () => resolve());
-    });
-  }
-  close(): void {
-    for (const s of this.socks) s.destroy();
-    this.server.close();
-  }
-}
 
-let fwd: Forwarder;
+/** 127.0.0.2:port → the test PostgreSQL; counts the connections it forwarded. */
+let fwd: TcpGate;
 const started: TestPgbun[] = [];
 const open: WireClient[] = [];
 
@@ -75,8 +46,7 @@ const conn = (host: string, extra = ''): string => `host=${host} port=${pg.port}
 before(async () => {
   await ensureDatabase(pg, DB);
   await ensureDatabase(pg, AUTO);
-  fwd = new Forwarder(pg.port);
-  await fwd.listen();
+  fwd = await new TcpGate(pg, { host: '127.0.0.2', port: pg.port }).start();
 });
 
 after(async () => {
@@ -110,7 +80,7 @@ function newConnAddrs(b: TestPgbun, db: string, from: number): string[] {
 describe('multiple hosts', () => {
   test('load_balance_hosts = round-robin (default), host=localhost,127.0.0.2: new connections alternate between the hosts', async () => {
     const b = await bouncer({}, { rr: conn('localhost,127.0.0.2', 'pool_size=6') });
-    const before = fwd.count;
+    const before = fwd.accepted;
     const off = b.logOffset();
     await busy(b, 'rr', 6);
     const addrs = newConnAddrs(b, 'rr', off);
@@ -118,7 +88,7 @@ describe('multiple hosts', () => {
     assert.deepEqual(addrs.slice().sort(), ['127.0.0.1', '127.0.0.1', '127.0.0.1', '127.0.0.2', '127.0.0.2', '127.0.0.2']);
     // strictly alternating
     for (let i = 1; i < addrs.length; i++) assert.notEqual(addrs[i], addrs[i - 1], addrs.join(','));
-    assert.equal(fwd.count - before, 3, 'the second host carried every other connection');
+    assert.equal(fwd.accepted - before, 3, 'the second host carried every other connection');
   });
 
   test('host=127.0.0.1,localhost works (an IP and a name in one list)', async () => {
@@ -130,16 +100,16 @@ describe('multiple hosts', () => {
 
   test('load_balance_hosts = disable: every connection goes to the first host while it works', async () => {
     const b = await bouncer({}, { dis: conn('127.0.0.2,127.0.0.1', 'pool_size=4 load_balance_hosts=disable') });
-    const before = fwd.count;
+    const before = fwd.accepted;
     const off = b.logOffset();
     await busy(b, 'dis', 4);
     assert.deepEqual(newConnAddrs(b, 'dis', off), ['127.0.0.2', '127.0.0.2', '127.0.0.2', '127.0.0.2']);
-    assert.equal(fwd.count - before, 4);
+    assert.equal(fwd.accepted - before, 4);
   });
 
   test('load_balance_hosts = disable, first host\'s port closed: the second host is used after the connect fails, and kept', async () => {
     const b = await bouncer({ server_login_retry: 0.3 }, { dead1: conn('127.0.0.3,127.0.0.2', 'pool_size=4 load_balance_hosts=disable') });
-    const before = fwd.count;
+    const before = fwd.accepted;
     const off = b.logOffset();
     const c = await cl(b, 'dead1');
     const r = await c.query('SELECT current_database()', 10_000);
@@ -154,7 +124,7 @@ describe('multiple hosts', () => {
     const addrs = newConnAddrs(b, 'dead1', off2);
     assert.ok(addrs.length >= 3 && addrs.every((a) => a === '127.0.0.2'), addrs.join(','));
     assert.doesNotMatch(b.log().slice(off2), /connect failed/);
-    assert.equal(fwd.count - before, 1 + addrs.length);
+    assert.equal(fwd.accepted - before, 1 + addrs.length);
   });
 });
 
