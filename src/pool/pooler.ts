@@ -1,5 +1,6 @@
-// Assigning servers to clients and taking them back (PgBouncer's objects.c): every state
-// transition of a server or client connection goes through one function here.
+// Assigning servers to clients and taking them back (PgBouncer's objects.c): linking,
+// releasing, closing and opening connections. State changes themselves go through
+// Client.changeState / Server.changeState, which pick the lists.
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
 import { TX_IDLE } from '../protocol/constants.js';
@@ -270,7 +271,7 @@ function serverReady(server: Server): void {
   if (cf.server_check_delay === 0 && cf.server_check_query !== '' && server.state === ServerState.ACTIVE) {
     server.changeState(ServerState.USED);
   } else {
-    // LIFO reuse keeps few servers warm; round robin spreads load (server_round_robin)
+    // LIFO, or round robin with server_round_robin: Server.changeState's rule
     server.changeState(ServerState.IDLE);
   }
   assignWaitingClients(pool);
