@@ -678,7 +678,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (this.db!.admin) return adminDb().onMessage(this, type, len, buf, start, complete);
     let server = this.link;
     if (server === null) {
-      if ((type === F_PARSE || type === F_CLOSE || type === F_SYNC || type === F_FLUSH) && prepared.active(this.pool!)) {
+      // an unnamed Parse needs no answer of pgbun's: it goes to a server, streamed if large
+      if ((type === F_PARSE || type === F_CLOSE || type === F_SYNC || type === F_FLUSH) && prepared.active(this.pool!) &&
+        !(type === F_PARSE && prepared.unnamedParseInHand(buf, start))) {
         if (!complete) return NEED_FULL;
         const a = prepared.onUnlinkedClientMessage(this, type, len, buf, start);
         if (a !== null) return a;
@@ -689,10 +691,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       return WAIT;
     }
     const rewrite = server.rewriting;
-    // a Bind is rewritten from its head (its names) and its parameters streamed; the others,
-    // and a Bind whose names are not in hand yet, are read whole first
-    if (rewrite && !complete && (type === F_PARSE || type === F_DESCRIBE || type === F_CLOSE ||
-      type === F_BIND && !prepared.bindHeadInHand(buf, start))) {
+    // a Bind is rewritten from its head (its names) and its parameters streamed, an unnamed
+    // Parse is streamed as it is; a named Parse (pgbun keeps its text for other servers),
+    // Describe, Close, and a Bind whose names are not in hand yet are read whole first
+    if (rewrite && !complete && (type === F_PARSE && !prepared.unnamedParseInHand(buf, start) ||
+      type === F_DESCRIBE || type === F_CLOSE || type === F_BIND && !prepared.bindHeadInHand(buf, start))) {
       return NEED_FULL;
     }
     // a message pgbun refuses itself (an unknown or reused statement name) never reaches the

@@ -300,6 +300,11 @@ function popNoUnref(sp: ServerPrepared): void {
 
 
 export const prepared = {
+  /** A Parse at buf[start] of the unnamed statement (its empty name is in buf). */
+  unnamedParseInHand(buf: Buffer, start: number): boolean {
+    return buf.length > start + 5 && buf[start + 5] === 0;
+  },
+
   /** An incomplete Bind at buf[start] whose portal and statement names are both in buf. */
   bindHeadInHand(buf: Buffer, start: number): boolean {
     const pe = cstrEnd(buf, start + 5, buf.length);
@@ -321,14 +326,15 @@ export const prepared = {
     const end = start + len + 1;
     switch (type) {
       case F_PARSE: {
-        const ne = cstrEnd(buf, start + 5, end);
-        if (!complete || ne < 0) {
-          client.fail('broken Parse packet');
-          return STOP;
-        }
+        // an unnamed Parse may be incomplete (unnamedParseInHand): it is streamed as it is
+        const ne = cstrEnd(buf, start + 5, complete ? end : buf.length);
         if (ne === start + 5) {
           sp.push(F_PARSE, ACT_FORWARD);
           return FORWARD;
+        }
+        if (!complete || ne < 0) {
+          client.fail('broken Parse packet');
+          return STOP;
         }
         server.pool.stats.clientParseCount++;
         const name = buf.toString('utf8', start + 5, ne);

@@ -1,6 +1,8 @@
-// Large messages go through in pieces, not held whole: a 64 MB query, and a Bind of a named
-// prepared statement with a 64 MB parameter in transaction mode (where pgbun rewrites the
-// statement name: it rewrites the Bind's head and streams its parameters). The client sends the
+// Large messages go through in pieces, not held whole: a 64 MB query, an unnamed Parse of a
+// 64 MB query, and a Bind of a named prepared statement with a 64 MB parameter in transaction
+// mode (where pgbun rewrites the statement name: it rewrites the Bind's head and streams its
+// parameters). A named Parse is the one message pgbun keeps whole: its text is the statement
+// it prepares on other servers. The client sends the
 // first half and stops: that half must reach PostgreSQL (counted by a TCP gate in between)
 // before the rest is sent; then the answer must be right.
 
@@ -82,6 +84,23 @@ test('a Bind whose names come in a later read than its header is still right', a
       assert.equal(r.error, null, JSON.stringify(r.error));
       assert.equal(r.rows[0]?.[0]?.length, 200_001);
     }
+  } finally {
+    client.destroy();
+  }
+});
+
+test('an unnamed Parse of a 64 MB query (transaction mode, before and after a server is linked) is streamed', async () => {
+  const { client } = await login(B, 'trust_user', TEST_DB);
+  try {
+    const big = Buffer.concat([parseMessage('', `SELECT 3 AS three -- ${'p'.repeat(SIZE)}`), bindMessage('', ''), executeMessage(), sync()]);
+    // the client has no server yet: the Parse is its first message
+    await sendStreamed(client, big);
+    assert.deepEqual((await client.collect(60_000)).rows, [['3']]);
+    // and inside a transaction, with a server linked
+    assert.equal((await client.query('BEGIN')).error, null);
+    await sendStreamed(client, big);
+    assert.deepEqual((await client.collect(60_000)).rows, [['3']]);
+    assert.equal((await client.query('COMMIT')).error, null);
   } finally {
     client.destroy();
   }
