@@ -3,6 +3,7 @@
 //   pgbun [-d] [-R] [-q] [-v]... [-u USER] CONFIG      pgbun -V | -h      pgbun --check CONFIG
 import { Command, CommanderError } from 'commander';
 import { VERSION_STRING } from './version.js';
+import { runtimeTitle, tlsLibrary } from './runtime/name.js';
 
 // `pgbun ...` in ps and top, not `node .../bin/pgbun.js ...`, when started from source: operators
 // look for the process by name, as they do for pgbouncer (the single executable is named pgbun)
@@ -37,7 +38,7 @@ function tryHelp(msg?: string): never {
 }
 
 function versionText(): string {
-  return `${VERSION_STRING}\nruntime: Node.js ${process.version}\nadns: node:dns\ntls: OpenSSL ${process.versions.openssl}\n`;
+  return `${VERSION_STRING}\nruntime: ${runtimeTitle()}\nadns: node:dns\ntls: ${tlsLibrary()}\n`;
 }
 
 interface Parsed {

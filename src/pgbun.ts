@@ -22,6 +22,7 @@ import { reloadAuthFiles } from './auth/login.js';
 import { VERSION_STRING } from './version.js';
 import { applyMetrics } from './reload.js';
 import { setupTls } from './tls/context.js';
+import { runtimeName, tlsLibrary } from './runtime/name.js';
 
 export interface StartOptions {
   configFile: string;
@@ -102,7 +103,8 @@ export async function start(opts: StartOptions): Promise<void> {
   initTrackedParams(splitList(cf.track_extra_parameters));
   const users = loadAuthFile(cf.auth_file, true);
   applyConfig(config, users);
-  reloadAuthFiles();
+  const hbaRefused = reloadAuthFiles();
+  if (hbaRefused !== null) die(hbaRefused);
 
   try {
     // socket activation (pgbun.socket): first, so that our own Unix socket is not taken as in use
@@ -130,7 +132,7 @@ export async function start(opts: StartOptions): Promise<void> {
   installSignalHandlers();
   startJanitor();
   startAdmin(config);
-  log.log(`process up: ${VERSION_STRING}, node ${process.version}, tls: OpenSSL ${process.versions.openssl}`);
+  log.log(`process up: ${VERSION_STRING}, ${runtimeName()}, tls: ${tlsLibrary()}`);
   notifyParent(true);
   sdNotify('READY=1', `STATUS=${VERSION_STRING} accepting connections`);
 }

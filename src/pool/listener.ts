@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import dns from 'node:dns/promises';
 import { socketFd } from '../runtime/handles.js';
+import { runtimeName } from '../runtime/name.js';
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
 import { log } from '../log/logger.js';
@@ -104,12 +105,6 @@ async function tcpAddresses(): Promise<string[]> {
     }
   }
   return out;
-}
-
-/** The runtime as a log line names it: `node v24.1.0`, `Bun 1.2.0`. */
-function runtimeName(): string {
-  const bun = (process.versions as Record<string, string | undefined>).bun;
-  return bun !== undefined ? `Bun ${bun}` : `node ${process.version}`;
 }
 
 /**

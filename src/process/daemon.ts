@@ -14,8 +14,10 @@ export function isDaemonChild(): boolean {
 
 /** Start the daemon child and exit with its startup result. */
 export function daemonize(args: string[]): Promise<never> {
-  // a single executable application has no script path in argv
-  const script = process.argv[1] !== undefined && process.argv[1] !== process.execPath ? [process.argv[1]] : [];
+  // a single executable has no script path to pass: node's SEA puts its own path in argv[1],
+  // Bun's (`bun build --compile`) a path inside its embedded file system, /$bunfs/
+  const a1 = process.argv[1];
+  const script = a1 !== undefined && a1 !== process.execPath && !a1.startsWith('/$bunfs/') ? [a1] : [];
   const child = spawn(process.execPath, [...process.execArgv, ...script, ...args], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
