@@ -7,6 +7,8 @@ import { log } from '../log/logger.js';
 import type { Client } from '../pool/client.js';
 import { registry, type PgUser } from '../pool/objects.js';
 import { runAuthQuery, authUserFor } from '../pool/auth-query.js';
+import { upgradedTlsVerifies } from '../runtime/handles.js';
+import { runtimeName } from '../runtime/name.js';
 import { clientCertificate } from '../tls/client.js';
 import { certNameMatches } from './cert-name.js';
 import { matchHba, parseHbaFile, type HbaRule } from './hba.js';
@@ -25,15 +27,17 @@ let authFilesLoaded = false;
  * (Re-)read auth_hba_file and auth_ident_file (startup, RELOAD, SIGHUP): PgBouncer re-reads both
  * on every reload. Unparseable lines are skipped with a warning; a missing file is logged and
  * leaves no rules (then every hba login fails with `no authentication method is found`).
+ * Returns why the rules were refused, null when they were not.
  */
-export function reloadAuthFiles(): void {
+export function reloadAuthFiles(): string | null {
   authFilesLoaded = true;
   if (cf.auth_type !== 'hba') {
     // only HBA rules use them (ident maps are named by `map=` of HBA lines)
     hbaRules = [];
     identMaps = new Map();
-    return;
+    return null;
   }
+  let refusal: string | null = null;
   const report = (problems: Array<{ message: string; warning?: boolean }>): boolean => {
     let unreadable = false;
     for (const p of problems) {
@@ -49,8 +53,16 @@ export function reloadAuthFiles(): void {
     hbaRules = [];
   } else {
     const { rules, problems } = parseHbaFile(cf.auth_hba_file);
-    // a file that cannot be read at all keeps the rules in force (PgBouncer: load failed)
-    if (!report(problems)) hbaRules = rules;
+    // a `cert` rule on a runtime that cannot tell whether a certificate verified (Bun) is
+    // refused, not weakened: pgbun does not start, a reload keeps the rules in force
+    const cert = upgradedTlsVerifies() ? undefined : rules.find((r) => r.method === 'cert');
+    if (cert !== undefined) {
+      refusal = `${cert.file}:${cert.line}: cert authentication needs client certificates verified, which ${runtimeName()} cannot do on a connection upgraded by SSLRequest; run pgbun on Node.js for it`;
+      log.error(refusal);
+    } else if (!report(problems)) {
+      // a file that cannot be read at all keeps the rules in force (PgBouncer: load failed)
+      hbaRules = rules;
+    }
   }
   if (!cf.auth_ident_file) {
     identMaps = new Map();
@@ -58,6 +70,7 @@ export function reloadAuthFiles(): void {
     const { maps, problems } = parseIdentFile(cf.auth_ident_file);
     if (!report(problems)) identMaps = maps;
   }
+  return refusal;
 }
 
 function ensureAuthFiles(): void {

@@ -3,8 +3,8 @@
 // FDS) or to ask a TLS socket upgraded in place for its certificate verification result. Each
 // reach checks that the runtime has what it needs (Bun, for one, may not) and says so when not,
 // so callers can refuse or degrade instead of misbehaving.
-import type net from 'node:net';
-import type tls from 'node:tls';
+import net from 'node:net';
+import tls from 'node:tls';
 
 interface NativeHandle {
   fd?: number;
@@ -31,4 +31,20 @@ export function tlsVerifyError(sock: tls.TLSSocket): string | null | 'unsupporte
   if (typeof handle?.verifyError !== 'function') return 'unsupported';
   const e = handle.verifyError();
   return e ? e.code ?? e.message : null;
+}
+
+let upgradedVerify: boolean | null = null;
+
+/**
+ * Can this runtime tell whether a client certificate verified, on a TLS socket that started as
+ * plain PostgreSQL (SSLRequest) and was upgraded in place? Node can (the handle's verifyError);
+ * Bun cannot. Asked once, of a TLS socket that never connects.
+ */
+export function upgradedTlsVerifies(): boolean {
+  if (upgradedVerify === null) {
+    const probe = new tls.TLSSocket(new net.Socket(), { isServer: true, secureContext: tls.createSecureContext({}) });
+    upgradedVerify = typeof handleOf(probe)?.verifyError === 'function';
+    probe.destroy();
+  }
+  return upgradedVerify;
 }

@@ -12,6 +12,8 @@ import { strerror } from '../config/cvalues.js';
 import type { SslMode } from '../config/settings.js';
 import { log } from '../log/logger.js';
 import { registry } from '../pool/objects.js';
+import { upgradedTlsVerifies } from '../runtime/handles.js';
+import { runtimeName } from '../runtime/name.js';
 import { SERVER_STATES_COUNTED } from '../pool/state.js';
 
 /** pgbun as the TLS server, towards clients. */
@@ -106,14 +108,20 @@ const DEFAULT_TLS12 = tls.DEFAULT_CIPHERS.split(':').filter((c) => !c.startsWith
  * fast and normal mean the system defaults; compat/legacy `HIGH:!aNULL`; insecure/all
  * `ALL:!aNULL:!eNULL`; anything else is an OpenSSL cipher list.
  */
-export function cipherString(ciphers: string, tls13: string | null): string {
+export function cipherString(side: 'client' | 'server', ciphers: string, tls13: string | null): string {
   const kw = ciphers.trim().toLowerCase();
   let tls12: string;
   if (kw === '' || kw === 'default' || kw === 'secure' || kw === 'fast' || kw === 'normal') tls12 = DEFAULT_TLS12;
   else if (kw === 'compat' || kw === 'legacy') tls12 = 'HIGH:!aNULL';
   else if (kw === 'insecure' || kw === 'all') tls12 = 'ALL:!aNULL:!eNULL';
   else tls12 = ciphers.trim();
-  const suites = tls13 === null || tls13.trim() === '' ? DEFAULT_TLS13 : tls13.trim();
+  const explicit = tls13 !== null && tls13.trim() !== '';
+  // BoringSSL (Bun) has its fixed TLS 1.3 suites and ignores a choice: suites the operator
+  // left out would still be negotiated, so a choice is refused rather than silently dropped
+  if (explicit && process.versions.boringssl !== undefined) {
+    throw new TlsConfigError(`${side}_tls13_ciphers: ${runtimeName()}'s TLS library (BoringSSL) does not let TLS 1.3 cipher suites be chosen; leave it unset, or run pgbun on Node.js`);
+  }
+  const suites = explicit ? tls13.trim() : DEFAULT_TLS13;
   for (const s of suites.split(':')) {
     // PgBouncer's (libtls) wording
     if (!/^TLS_[A-Z0-9_]+$/.test(s)) throw new TlsConfigError(`failed to set the TLSv1.3 cipher suites: ${s}`);
@@ -140,14 +148,30 @@ function derLen(n: number): Buffer {
   return Buffer.from([0x82, n >> 8, n & 0xff]);
 }
 
-function dhOption(v: string): string | undefined {
+let hasDhe: boolean | null = null;
+
+/** Does the runtime's TLS library do DHE at all? (Bun's BoringSSL does not.) */
+function runtimeHasDhe(): boolean {
+  if (hasDhe === null) {
+    try {
+      tls.createSecureContext({ dhparam: 'auto' });
+      hasDhe = true;
+    } catch {
+      hasDhe = false;
+    }
+  }
+  return hasDhe;
+}
+
+/** client_tls_dheparams: none (undefined), auto, or legacy (PgBouncer's 1024-bit group). */
+function dhOption(v: string): 'auto' | 'legacy' | undefined {
   switch (v.trim().toLowerCase()) {
     case 'none':
       return undefined;
     case 'auto':
       return 'auto';
     case 'legacy':
-      return legacyDhParams();
+      return 'legacy';
     default:
       throw new TlsConfigError(`invalid client_tls_dheparams: ${v}`);
   }
@@ -169,11 +193,20 @@ function readPem(setting: string, file: string): Buffer {
   }
 }
 
+/**
+ * BoringSSL (Bun) reports `error:100000b1:SSL routines:OPENSSL_internal:NO_CIPHER_MATCH` where
+ * OpenSSL says `no cipher match`: log watchers get OpenSSL's (and PgBouncer's) wording.
+ */
+function opensslReason(msg: string): string {
+  const m = /^error:[0-9a-f]+:[^:]*:OPENSSL_internal:([A-Z0-9_]+)$/.exec(msg);
+  return m ? m[1]!.toLowerCase().replace(/_/g, ' ') : msg;
+}
+
 function makeContext(side: 'client' | 'server', opts: tls.SecureContextOptions): tls.SecureContext {
   try {
     return tls.createSecureContext(opts);
   } catch (e) {
-    throw new TlsConfigError(`${side}_tls: ${(e as Error).message}`);
+    throw new TlsConfigError(`${side}_tls: ${opensslReason((e as Error).message)}`);
   }
 }
 
@@ -190,33 +223,37 @@ function buildClientSide(): ClientSideTls | null {
   if (requireCert && !cf.client_tls_ca_file) {
     throw new TlsConfigError(`client_tls_sslmode=${mode} requires client_tls_ca_file`);
   }
+  // A runtime that cannot tell whether a client certificate verified (Bun) would have to treat
+  // every certificate as unverified or, worse, trust it: refuse what needs the answer instead
+  // (HBA `cert` rules: auth/login.ts)
+  const certSetting = requireCert ? `client_tls_sslmode = ${mode}` : cf.auth_type === 'cert' ? 'auth_type = cert' : null;
+  if (certSetting !== null && !upgradedTlsVerifies()) {
+    throw new TlsConfigError(`${certSetting} needs client certificates verified, which ${runtimeName()} cannot do on a connection upgraded by SSLRequest; run pgbun on Node.js for it`);
+  }
   const opts: tls.SecureContextOptions = {
     key: readPem('client_tls_key_file', cf.client_tls_key_file),
     cert: readPem('client_tls_cert_file', cf.client_tls_cert_file),
-    ciphers: cipherString(cf.client_tls_ciphers, cf.client_tls13_ciphers),
+    ciphers: cipherString('client', cf.client_tls_ciphers, cf.client_tls13_ciphers),
     ...protocolOptions(parseProtocols(cf.client_tls_protocols)),
     honorCipherOrder: true,
   };
   if (cf.client_tls_ca_file) opts.ca = readPem('client_tls_ca_file', cf.client_tls_ca_file);
   const ecdh = ecdhOption(cf.client_tls_ecdhcurve);
   if (ecdh !== undefined) opts.ecdhCurve = ecdh;
-  const dh = dhOption(cf.client_tls_dheparams);
-  if (dh !== undefined) opts.dhparam = dh;
+  let dh = dhOption(cf.client_tls_dheparams);
+  if (dh !== undefined && !runtimeHasDhe()) {
+    // Bun's TLS library (BoringSSL) has no DHE. `auto` leaves the choice to the library, which
+    // then chooses ECDHE only; explicit parameters cannot be honoured, so they are refused.
+    if (dh !== 'auto') throw new TlsConfigError(`client_tls_dheparams = ${cf.client_tls_dheparams}: ${runtimeName()}'s TLS library has no DHE; use auto or none, or run pgbun on Node.js`);
+    log.warning('client_tls_dheparams = auto: this runtime\'s TLS library has no DHE, using ECDHE only');
+    dh = undefined;
+  }
+  if (dh !== undefined) opts.dhparam = dh === 'legacy' ? legacyDhParams() : dh;
   // OpenSSL 3.5 (node 24) defaults to security level 2, which refuses DH parameters under 2048
   // bits ("Error setting temp DH parameter"); `legacy` asks for the 1024-bit group on purpose,
   // so its context gets level 1 (what node 20's OpenSSL 3.0 used), unless the ciphers name one.
-  if (dh !== undefined && dh !== 'auto' && !/@SECLEVEL=/i.test(opts.ciphers!)) opts.ciphers += ':@SECLEVEL=1';
-  let context: tls.SecureContext;
-  try {
-    context = makeContext('client', opts);
-  } catch (e) {
-    // Bun's TLS library (BoringSSL) has no DHE at all and refuses dhparam 'auto', the default;
-    // ECDHE still works there, so go on without DHE rather than refuse to start.
-    if (dh !== 'auto' || !/Automatic DH parameter selection is not supported/.test((e as Error).message)) throw e;
-    delete opts.dhparam;
-    context = makeContext('client', opts);
-    log.warning('client_tls_dheparams = auto: this runtime\'s TLS library has no DHE, using ECDHE only');
-  }
+  if (dh === 'legacy' && !/@SECLEVEL=/i.test(opts.ciphers!)) opts.ciphers += ':@SECLEVEL=1';
+  const context = makeContext('client', opts);
   return { mode, context, requestCert: requireCert || !!cf.client_tls_ca_file, requireCert };
 }
 
@@ -227,7 +264,7 @@ function buildServerSide(): ServerSideTls | null {
     throw new TlsConfigError('server_tls_key_file and server_tls_cert_file must be set together');
   }
   const opts: tls.SecureContextOptions = {
-    ciphers: cipherString(cf.server_tls_ciphers, cf.server_tls13_ciphers),
+    ciphers: cipherString('server', cf.server_tls_ciphers, cf.server_tls13_ciphers),
     ...protocolOptions(parseProtocols(cf.server_tls_protocols)),
   };
   const parts: string[] = [mode, opts.ciphers!, cf.server_tls_protocols];

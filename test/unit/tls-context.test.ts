@@ -4,6 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -18,6 +19,7 @@ import { Server } from '../../src/pool/server.js';
 import { ServerState } from '../../src/pool/state.js';
 import type { Client } from '../../src/pool/client.js';
 import { makeCa, makeCert } from '../lib/certs.js';
+import { onBun } from '../lib/runtime.js';
 
 test('client/server_tls_protocols: keywords, lists, negation, holes', () => {
   assert.deepEqual([...parseProtocols('secure')].sort(), ['TLSv1.2', 'TLSv1.3']);
@@ -40,15 +42,20 @@ test('client/server_tls_protocols: keywords, lists, negation, holes', () => {
 });
 
 test('*_tls_ciphers keywords and *_tls13_ciphers', () => {
-  const dflt = cipherString('default', null);
-  assert.equal(cipherString('secure', null), dflt);
-  assert.equal(cipherString('fast', null), dflt);
-  assert.equal(cipherString('normal', null), dflt);
+  const dflt = cipherString('client', 'default', null);
+  assert.equal(cipherString('client', 'secure', null), dflt);
+  assert.equal(cipherString('client', 'fast', null), dflt);
+  assert.equal(cipherString('client', 'normal', null), dflt);
   assert.match(dflt, /^TLS_AES_256_GCM_SHA384:.*ECDHE-RSA-AES128-GCM-SHA256/);
-  assert.match(cipherString('all', null), /:ALL:!aNULL:!eNULL$/);
-  assert.match(cipherString('compat', null), /:HIGH:!aNULL$/);
-  assert.equal(cipherString('ECDHE-RSA-AES128-GCM-SHA256', 'TLS_AES_128_GCM_SHA256'), 'TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256');
-  assert.throws(() => cipherString('default', 'AES128-SHA'), /failed to set the TLSv1.3 cipher suites: AES128-SHA/);
+  assert.match(cipherString('client', 'all', null), /:ALL:!aNULL:!eNULL$/);
+  assert.match(cipherString('client', 'compat', null), /:HIGH:!aNULL$/);
+  if (onBun) {
+    // BoringSSL cannot choose TLS 1.3 suites: a choice is refused, naming the setting
+    assert.throws(() => cipherString('server', 'default', 'TLS_AES_128_GCM_SHA256'), /^Error: server_tls13_ciphers: Bun .* does not let TLS 1\.3 cipher suites be chosen/);
+    return;
+  }
+  assert.equal(cipherString('client', 'ECDHE-RSA-AES128-GCM-SHA256', 'TLS_AES_128_GCM_SHA256'), 'TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256');
+  assert.throws(() => cipherString('client', 'default', 'AES128-SHA'), /failed to set the TLSv1.3 cipher suites: AES128-SHA/);
 });
 
 function tmp(): string {
@@ -117,6 +124,45 @@ test('setupTls / reloadTls: built from the files, old configuration kept on erro
   }
 });
 
+test('a setting the runtime cannot honour safely is refused, naming it (Bun); Node.js takes it', () => {
+  const dir = tmp();
+  const saved = { ...cf };
+  try {
+    const ca = makeCa();
+    const kc = makeCert(ca, { cn: 'localhost' });
+    const write = (name: string, text: string): string => {
+      const p = path.join(dir, name);
+      fs.writeFileSync(p, text);
+      return p;
+    };
+    const base = {
+      client_tls_sslmode: 'require', client_tls_key_file: write('k.pem', kc.key), client_tls_cert_file: write('c.pem', kc.cert),
+      client_tls_ca_file: write('ca.pem', ca.cert), auth_type: 'md5', client_tls_dheparams: 'auto', client_tls13_ciphers: null,
+      server_tls_sslmode: 'disable',
+    } as const;
+    const cases: Array<[Partial<typeof cf>, RegExp | null]> = [
+      // nothing depends on a certificate's verification: fine everywhere, DHE auto included
+      [{}, null],
+      [{ client_tls_sslmode: 'verify-ca' }, /^client_tls_sslmode = verify-ca needs client certificates verified, which Bun /],
+      [{ client_tls_sslmode: 'verify-full' }, /^client_tls_sslmode = verify-full needs client certificates verified/],
+      [{ auth_type: 'cert' }, /^auth_type = cert needs client certificates verified/],
+      [{ auth_type: 'hba' }, null],
+      [{ client_tls_dheparams: 'legacy' }, /^client_tls_dheparams = legacy: Bun .* has no DHE/],
+      [{ client_tls13_ciphers: 'TLS_AES_128_GCM_SHA256' }, /^client_tls13_ciphers: Bun .* does not let TLS 1\.3 cipher suites be chosen/],
+    ];
+    for (const [over, refusal] of cases) {
+      Object.assign(cf, base, over);
+      const err = setupTls(true);
+      if (onBun && refusal !== null) assert.match(err ?? '', refusal, JSON.stringify(over));
+      else assert.equal(err, null, JSON.stringify(over));
+    }
+  } finally {
+    Object.assign(cf, saved);
+    setupTls(true);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('pgbun --make-cert: a self-signed pair for localhost and the given names, key mode 0600', () => {
   const dir = tmp();
   try {
@@ -147,7 +193,8 @@ test('peer credentials of a Unix-socket connection (SO_PEERCRED): this very proc
     assert.ok(cred, 'credentials found');
     assert.equal(cred.pid, process.pid);
     assert.equal(cred.uid, process.getuid!());
-    assert.equal(cred.userName, os.userInfo().username);
+    // id(1), not os.userInfo(): Bun's says `unknown` for root
+    assert.equal(cred.userName, execFileSync('id', ['-un'], { encoding: 'utf8' }).trim());
     assert.equal(fake.remotePid, process.pid);
     assert.equal(peerUid(fake), process.getuid!());
     // on a fresh connection peerUid only answers once peerCredentials has: nothing blocks
