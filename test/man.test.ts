@@ -20,6 +20,7 @@ import { parseDatabase, parsePeer, parseUser } from '../src/config/connstr.js';
 import { loadUserlist } from '../src/config/userlist.js';
 import { parseHbaFile } from '../src/auth/hba.js';
 import { REPO_ROOT, isRoot } from './lib/procs.js';
+import { jsRuntime } from './lib/pgbun.js';
 
 const MAN1 = path.join(REPO_ROOT, 'man', 'pgbun.1');
 const MAN5 = path.join(REPO_ROOT, 'man', 'pgbun.5');
@@ -210,7 +211,7 @@ describe('pgbun.1 documents the command line', () => {
 
   test('every option of pgbun --help, and no other', () => {
     const cli = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
-    const r = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8' });
+    const r = spawnSync(jsRuntime(), [cli, '--help'], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const helpOpts = new Set<string>();
     for (const l of r.stdout.split('\n')) {

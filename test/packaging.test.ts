@@ -178,6 +178,25 @@ async function proxySession(bin: string): Promise<void> {
   }
 }
 
+// --- the Bun single executable ------------------------------------------------------------------
+
+describe('npm run package -- --bun', () => {
+  test('compiles a Bun single executable that reports Bun and proxies a session', async () => {
+    const r = run(process.execPath, [path.join(PACKAGING, 'build.mjs'), '--bun', '--json'], { timeoutMs: 240_000 });
+    assert.equal(r.status, 0, `packaging/build.mjs --bun failed:\n${r.out}`);
+    const out = (JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { bunBin: string }).bunBin;
+    const bin = path.join(work, 'pgbun-bun');
+    fs.copyFileSync(out, bin);
+    fs.chmodSync(bin, 0o755);
+    const v = run(bin, ['--version'], { env: { PATH: '/nonexistent' } });
+    assert.equal(v.status, 0, v.out);
+    assert.equal(v.stdout.split('\n')[0], VERSION_LINE);
+    assert.match(v.stdout, /^runtime: Bun \d+\.\d+\.\d+$/m);
+    assert.match(v.stdout, /^tls: BoringSSL$/m);
+    await proxySession(bin);
+  });
+});
+
 // --- .deb ----------------------------------------------------------------------------------------
 
 interface Entry {

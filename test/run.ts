@@ -5,6 +5,8 @@
 //   node dist/test/run.js                  all tests
 //   node dist/test/run.js config auth      only files whose path contains "config" or "auth"
 //   node dist/test/run.js --test-name-pattern=cancel   extra flags go to `node --test`
+//   node dist/test/run.js --runtime=bun   the same tests with pgbun on Bun: the unit tests
+//                                          under `bun test`, every pgbun started on Bun
 //   node dist/test/run.js --faults [--long] [--soak=SECONDS] [--pooler=PATH]
 //                                          the fault suite (test/faults, `npm run test:faults`)
 //
@@ -36,17 +38,38 @@ function findTests(dir: string): string[] {
 }
 
 
+/** Bun for --runtime=bun: $PGBUN_BUN, else the dev dependency's node_modules/.bin/bun. */
+function findBun(): string | null {
+  const candidates = [process.env.PGBUN_BUN, path.join(here, '..', '..', 'node_modules', '.bin', 'bun')];
+  for (const c of candidates) {
+    if (c && fs.existsSync(c)) return fs.realpathSync(c);
+  }
+  return null;
+}
+
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   // --faults: the fault suite (test/faults) instead of the unit and integration tests; its own
   // options become environment variables that its files read (test/faults/options.ts)
-  const ownFlags = /^--(faults|long|soak=\d+|pooler=.+)$/;
+  const ownFlags = /^--(faults|long|soak=\d+|pooler=.+|runtime=.+)$/;
   const faults = args.includes('--faults');
   const extraEnv: NodeJS.ProcessEnv = {};
   for (const a of args) {
     if (a === '--long') extraEnv.PGBUN_FAULTS_LONG = '1';
     else if (a.startsWith('--soak=')) extraEnv.PGBUN_FAULTS_SOAK = a.slice(7);
     else if (a.startsWith('--pooler=')) extraEnv.PGBUN_BIN = a.slice(9);
+  }
+  const runtime = args.find((a) => a.startsWith('--runtime='))?.slice(10) ?? 'node';
+  let bun: string | null = null;
+  if (runtime === 'bun') {
+    bun = findBun();
+    if (bun === null) {
+      console.error('--runtime=bun: no bun executable (npm ci installs it under node_modules/.bin, or set PGBUN_BUN)');
+      return 1;
+    }
+  } else if (runtime !== 'node') {
+    console.error(`--runtime=${runtime}: node or bun`);
+    return 1;
   }
   const nodeFlags = args.filter((a) => a.startsWith('-') && !ownFlags.test(a));
   const filters = args.filter((a) => !a.startsWith('-'));
@@ -105,31 +128,70 @@ async function main(): Promise<number> {
       `--test-reporter=${path.join(here, 'lib', 'count-reporter.js')}`,
       '--test-reporter-destination=stdout',
       ...nodeFlags,
-      ...files,
     ];
-    console.log(`# running ${files.length} test file(s), ${concurrency} at a time`);
-    child = spawn(process.execPath, runArgs, {
-      stdio: ['ignore', 'inherit', 'inherit'],
-      detached: true, // own process group: on timeout or Ctrl-C we stop all of it
-      env: { ...process.env, ...extraEnv, PGBUN_TEST_PG: JSON.stringify(pg.info()), PGBUN_TEST_PIDDIR: pidDir, PGBUN_TEST_COUNTS: countsFile },
-    });
-    const exited = new Promise<number | null>((resolve) => child!.once('exit', (code) => resolve(code)));
+    const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, PGBUN_TEST_PG: JSON.stringify(pg.info()), PGBUN_TEST_PIDDIR: pidDir, PGBUN_TEST_COUNTS: countsFile };
     const limit = Number(process.env.PGBUN_TEST_TIMEOUT || 900) * 1000;
-    const res = await withTimeout(exited, limit);
-    if (!res) {
+    const deadline = Date.now() + limit;
+    /** Run one phase of the tests in its own process group; its exit status, null on timeout. */
+    const phase = async (cmd: string, cmdArgs: string[], onOutput?: (text: string) => void): Promise<number | null> => {
+      child = spawn(cmd, cmdArgs, { stdio: ['ignore', onOutput ? 'pipe' : 'inherit', onOutput ? 'pipe' : 'inherit'], detached: true, env });
+      if (onOutput) {
+        child.stdout!.on('data', (d: Buffer) => (process.stdout.write(d), onOutput(d.toString())));
+        child.stderr!.on('data', (d: Buffer) => (process.stdout.write(d), onOutput(d.toString())));
+      }
+      const exited = new Promise<number | null>((resolve) => child!.once('close', (code) => resolve(code)));
+      const res = await withTimeout(exited, Math.max(deadline - Date.now(), 1000));
+      if (res) return res.value ?? 1;
       console.error(`\n# the test run exceeded ${limit / 1000}s: stopping it`);
       killGroup('SIGTERM');
       if (!(await withTimeout(exited, 10_000))) killGroup('SIGKILL');
       await exited;
-      status = 1;
-    } else status = res.value ?? 1;
-    if (interrupted) status = 130;
+      return null;
+    };
+
+    // --runtime=bun: the unit tests run in Bun itself (`bun test` runs node:test files), and
+    // every pgbun the other tests start runs on Bun
+    const bunCounts = { pass: 0, fail: 0, skipped: 0 };
+    let timedOut = false;
+    let nodeFiles = files;
+    if (bun !== null) {
+      env.PGBUN_TEST_RUNTIME = bun;
+      const unitDir = path.join(here, 'unit') + path.sep;
+      const unitFiles = files.filter((f) => f.startsWith(unitDir));
+      nodeFiles = files.filter((f) => !f.startsWith(unitDir));
+      if (unitFiles.length > 0) {
+        console.log(`# running ${unitFiles.length} unit test file(s) with ${bun} test`);
+        let tail = '';
+        const code = await phase(bun, ['test', `--timeout=${perTest}`, ...unitFiles], (t) => {
+          tail = (tail + t).slice(-4000);
+        });
+        for (const [k, re] of [['pass', /^\s*(\d+) pass$/m], ['fail', /^\s*(\d+) fail$/m], ['skipped', /^\s*(\d+) skip$/m]] as const) {
+          bunCounts[k] = Number(re.exec(tail)?.[1] ?? 0);
+        }
+        if (code === null) timedOut = true;
+        else if (code !== 0 && bunCounts.fail === 0) bunCounts.fail = 1; // it stopped without a count
+      }
+    }
+    let nodeCode = 0;
+    if (nodeFiles.length > 0 && !timedOut && !interrupted) {
+      console.log(`# running ${nodeFiles.length} test file(s), ${concurrency} at a time${bun !== null ? ', pgbun on Bun' : ''}`);
+      const code = await phase(process.execPath, [...runArgs, ...nodeFiles]);
+      if (code === null) timedOut = true;
+      else nodeCode = code;
+    }
+    status = interrupted ? 130 : timedOut || nodeCode !== 0 || bunCounts.fail > 0 ? 1 : 0;
 
     let c: { pass: number; fail: number; cancelled: number; skipped: number; todo: number } | null = null;
     try {
       c = JSON.parse(fs.readFileSync(countsFile, 'utf8'));
     } catch {
       /* no test reported a result */
+    }
+    if (bun !== null) {
+      c ??= { pass: 0, fail: 0, cancelled: 0, skipped: 0, todo: 0 };
+      c.pass += bunCounts.pass;
+      c.fail += bunCounts.fail;
+      c.skipped += bunCounts.skipped;
     }
     if (!c || c.pass + c.fail + c.cancelled + c.skipped + c.todo === 0) {
       console.error('\n# no test ran');

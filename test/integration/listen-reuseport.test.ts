@@ -6,7 +6,8 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
+import { jsRuntime, pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
+import { onBun } from '../lib/runtime.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { REPO_ROOT, tcpListening } from '../lib/procs.js';
 import { waitUntil } from '../lib/pool-helpers.js';
@@ -70,12 +71,13 @@ describe('so_reuseport', () => {
   });
 
   test('a runtime without reusePort: so_reuseport = 1 is a FATAL at startup, not ignored', async () => {
-    // this node, with listen() made to ignore reusePort as such a runtime does
+    // this runtime, with listen() made to ignore reusePort as such a runtime does
     const preload = path.join(REPO_ROOT, 'test', 'fixtures', 'no-reuseport.mjs');
-    const b = await start({}, { command: [process.execPath, '--import', preload, path.join(REPO_ROOT, 'dist', 'src', 'cli.js')], waitReady: false });
+    const cli = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
+    const b = await start({}, { command: onBun ? [jsRuntime(), '--preload', preload, cli] : [jsRuntime(), '--import', preload, cli], waitReady: false });
     const exit = await b.waitExit(15_000);
     assert.deepEqual(exit, { code: 1, signal: null }, b.log());
-    assert.match(b.log(), /FATAL so_reuseport is not supported by this runtime \(node v\d+\.\d+\.\d+\): it needs reusePort in net\.Server\.listen\(\), Node\.js 22\.12 or newer$/m);
+    assert.match(b.log(), /FATAL so_reuseport is not supported by this runtime \((node v|Bun )\d+\.\d+\.\d+\): it needs reusePort in net\.Server\.listen\(\), Node\.js 22\.12 or newer$/m);
     assert.equal(tcpListening(b.port), false);
   });
 });

@@ -9,6 +9,7 @@
 // file written (ini, userlist, hba, ident, extra files), so string configs can refer to them.
 
 import { ChildProcess, spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ConnOpts } from './clients.js';
@@ -124,11 +125,19 @@ export function formatUserlist(entries: Array<[string, string]>): string {
   return entries.map(([u, s]) => `${q(u)} ${q(s)}`).join('\n') + '\n';
 }
 
-/** The command that runs pgbun: PGBUN_BIN or `node <repo>/dist/src/cli.js`. */
+/**
+ * The runtime that runs pgbun's JavaScript: node (this process's), or Bun when the run was
+ * started with `--runtime=bun` (PGBUN_TEST_RUNTIME holds the path of the bun executable).
+ */
+export function jsRuntime(): string {
+  return process.env.PGBUN_TEST_RUNTIME || process.execPath;
+}
+
+/** The command that runs pgbun: PGBUN_BIN or `<runtime> <repo>/dist/src/cli.js`. */
 export function pgbunCommand(): string[] {
   const bin = process.env.PGBUN_BIN;
-  if (bin) return /\.[cm]?js$/.test(bin) ? [process.execPath, bin] : [bin];
-  return [process.execPath, path.join(REPO_ROOT, 'dist', 'src', 'cli.js')];
+  if (bin) return /\.[cm]?js$/.test(bin) ? [jsRuntime(), bin] : [bin];
+  return [jsRuntime(), path.join(REPO_ROOT, 'dist', 'src', 'cli.js')];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,5 +415,22 @@ function readPid(pidfile: string): number | null {
     return fs.readFileSync(`/proc/${n}/cmdline`, 'utf8').includes('pgbun.ini') ? n : null;
   } catch {
     return null;
+  }
+}
+
+/**
+ * Start pgbun with a configuration it must refuse: it exits with status 1 within 10 s, and its
+ * log says `TLS setup failed` (or `headline`) and matches `reason`.
+ */
+export async function expectRefusedAtStart(opts: StartPgbunOptions, reason: RegExp, headline = /TLS setup failed/): Promise<void> {
+  const b = await startPgbun({ ...opts, waitReady: false });
+  try {
+    const exit = await b.waitExit(10_000);
+    assert.ok(exit, `pgbun kept running with ${JSON.stringify(opts.ini)}`);
+    assert.equal(exit.code, 1, b.log() + b.stderr());
+    assert.match(b.log() + b.stderr(), headline);
+    assert.match(b.log() + b.stderr(), reason);
+  } finally {
+    await b.stop();
   }
 }
