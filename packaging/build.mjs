@@ -7,6 +7,8 @@
 //   node packaging/build.mjs --fast     quick compression (gzip -1) instead of xz -6: for tests;
 //                                       reuses an up-to-date build of either kind
 //   node packaging/build.mjs --json     last stdout line: JSON {deb, rpm, bin, version, cached, fast}
+//   node packaging/build.mjs --bun      only a Bun single executable, packaging/out/pgbun-bun
+//                                       (`bun build --compile`; with --json: {bunBin, version})
 //
 // Steps: bundle dist/src/cli.js with esbuild into one CommonJS file; turn it into a Node.js
 // single executable application (SEA) with the very node binary running this script (the one
@@ -606,4 +608,21 @@ async function main() {
   if (JSON_OUT) process.stdout.write(JSON.stringify({ ...final, version: VERSION, cached, fast: fastBuild }) + '\n');
 }
 
-main().catch((e) => fail(e instanceof Error ? (e.stack ?? e.message) : String(e)));
+/**
+ * --bun: pgbun compiled into one executable with the Bun runtime (`bun build --compile` of
+ * bin/pgbun.js, the npm entry point, so that the program answers under any name). Not put into
+ * the .deb/.rpm: they carry the Node.js one, the runtime with every TLS guarantee (see README).
+ */
+async function buildBun() {
+  const bun = process.env.PGBUN_BUN || path.join(ROOT, 'node_modules', '.bin', 'bun');
+  if (!fs.existsSync(bun)) fail('bun is not installed: run `npm ci` (it is a dev dependency) or set PGBUN_BUN');
+  fs.mkdirSync(OUT, { recursive: true });
+  await lock();
+  const out = path.join(OUT, 'pgbun-bun');
+  say(`compiling bin/pgbun.js with ${bun} build --compile`);
+  run(bun, ['build', '--compile', '--outfile', out, path.join(ROOT, 'bin', 'pgbun.js')], { cwd: ROOT });
+  say(`${path.relative(ROOT, out)} (${(fs.statSync(out).size / 1048576).toFixed(1)} MiB)`);
+  if (JSON_OUT) process.stdout.write(JSON.stringify({ bunBin: out, version: VERSION }) + '\n');
+}
+
+(args.has('--bun') ? buildBun() : main()).catch((e) => fail(e instanceof Error ? (e.stack ?? e.message) : String(e)));
