@@ -5,6 +5,7 @@
 // server's answers are read here (Server.interceptor), never forwarded; the tracked-variable
 // SETs are not sent on this connection. The server then goes back to its pool.
 import { cf } from '../config/current.js';
+import { RESERVED_AUTH_DBNAME } from '../config/settings.js';
 import { log } from '../log/logger.js';
 import {
   B_BIND_COMPLETE, B_COMMAND_COMPLETE, B_DATA_ROW, B_ERROR, B_NO_DATA, B_NOTICE, B_PARAMETER_STATUS,
@@ -42,14 +43,15 @@ function authDbName(db: PgDatabase): string {
 export function runAuthQuery(client: Client, userName: string, done: (user: PgUser) => void): void {
   const db = client.db!;
   const dbName = authDbName(db);
+  // a [databases] entry may name it (it loads, as in PgBouncer): each login is refused and logged
   if (dbName === 'pgbouncer') {
-    log.conn('warning', client, 'cannot use the reserved "pgbouncer" database as an auth_dbname');
+    log.conn('error', client, RESERVED_AUTH_DBNAME);
     client.fail('bouncer config error');
     return;
   }
   const authDb = dbName === db.name ? db : findDatabase(dbName);
   if (authDb === null) {
-    log.conn('warning', client, `authentication database "${dbName}" is not configured.`);
+    log.conn('error', client, `authentication database "${dbName}" is not configured.`);
     client.fail('bouncer config error');
     return;
   }
