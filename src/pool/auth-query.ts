@@ -22,13 +22,26 @@ import * as pooler from './pooler.js';
 import { Internal, type Server } from './server.js';
 import { ClientState } from './state.js';
 
-/** The auth_user name for logins to this database (db-level auth_user, else the global one). */
-export function authUserFor(db: PgDatabase): string | null {
-  if (db.admin) return null;
+/**
+ * The auth_user name for logins to this database (db-level auth_user, else the global one).
+ * The console has no entry of its own: its logins use the global auth_user, as PgBouncer's do.
+ */
+function authUserFor(db: PgDatabase): string | null {
   return db.def?.auth_user ?? cf.auth_user ?? null;
 }
 
-/** auth_dbname resolution: db entry's auth_dbname > global auth_dbname > the client's db. */
+/**
+ * Whether a login of `user` (null: not known at all) to `db` looks the user up with auth_query:
+ * a user not in auth_file (unknown, or only in [users]) when an auth_user is configured.
+ */
+export function usesAuthQuery(db: PgDatabase, user: PgUser | null): boolean {
+  return (user === null || !user.inAuthFile) && authUserFor(db) !== null;
+}
+
+/**
+ * auth_dbname resolution: db entry's auth_dbname > global auth_dbname > the client's db. So a
+ * console login without a global auth_dbname ends at the reserved `pgbouncer` (refused below).
+ */
 function authDbName(db: PgDatabase): string {
   return db.def?.auth_dbname ?? cf.auth_dbname ?? db.name;
 }
@@ -36,7 +49,7 @@ function authDbName(db: PgDatabase): string {
 // ---- running it ----
 
 /**
- * Look `userName` up with auth_query for `client` (whose db is known, not the console). Calls
+ * Look `userName` up with auth_query for `client` (whose db is known; the console too). Calls
  * `done(user)` with the user, its secret updated (null secret: NULL from the query, no password
  * can match); every failure is answered to the client here and `done` is not called.
  */
