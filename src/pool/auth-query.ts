@@ -93,7 +93,7 @@ function runOn(client: Client, server: Server, sql: string, userName: string, do
 
   const fail = (reason: string): Action => {
     failed = true;
-    // the linked client is told the same reason
+    // the linked client is closed with it ("bouncer config error", pooler.disconnectServer)
     pooler.disconnectServer(server, true, reason);
     return STOP;
   };
