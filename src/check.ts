@@ -1,6 +1,7 @@
 // `pgbun --check CONFIG`: load the ini, its auth_file and auth_hba_file (and ident map) the way
 // startup would, print every problem with file:line, start nothing. Exit 0 = usable.
 import { loadConfig } from './config/load.js';
+import { RESERVED_AUTH_DBNAME } from './config/settings.js';
 import { loadUserlist } from './config/userlist.js';
 import type { ConfigProblem } from './config/types.js';
 import { parseHbaFile } from './auth/hba.js';
@@ -37,6 +38,13 @@ export function checkConfig(path: string, out: (s: string) => void = (s) => proc
   if (s.admin_users.trim() === '' && s.stats_users.trim() === '' && s.auth_type !== 'any') {
     all.push({ file: path, line: 0, warning: true,
       message: 'admin_users and stats_users are empty: only the user pgbouncer over the Unix socket can use the admin console' });
+  }
+  // PgBouncer loads such an entry and refuses each login that needs its auth_query
+  for (const db of (config ?? partial).databases.values()) {
+    if (db.auth_dbname === 'pgbouncer') {
+      all.push({ file: db.file, line: db.line, warning: true,
+        message: `${RESERVED_AUTH_DBNAME}: logins to ${db.name} of users not in auth_file fail (bouncer config error)` });
+    }
   }
   if (s.auth_type === 'hba') {
     if (!s.auth_hba_file) all.push({ file: path, line: 0, message: 'auth_type=hba requires auth_hba_file' });

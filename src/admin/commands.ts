@@ -341,6 +341,7 @@ function cmdSet(ctx: Ctx, key: string, value: string): void {
     setSetting(cf, key, value, { startup: false });
   } catch (e) {
     if (!(e instanceof SettingError)) throw e;
+    if (e.reason !== null) log.error(e.reason);
     log.error(e.message);
     sendError(ctx, 'SET failed');
     return;

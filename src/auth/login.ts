@@ -6,7 +6,8 @@ import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
 import type { Client } from '../pool/client.js';
 import { registry, type PgUser } from '../pool/objects.js';
-import { runAuthQuery, authUserFor } from '../pool/auth-query.js';
+import { adminDb } from '../pool/admin-db.js';
+import { runAuthQuery, usesAuthQuery } from '../pool/auth-query.js';
 import { upgradedTlsVerifies } from '../runtime/handles.js';
 import { runtimeName } from '../runtime/name.js';
 import { clientCertificate } from '../tls/client.js';
@@ -129,10 +130,13 @@ export function beginAuth(client: Client, userName: string, user: PgUser | null,
   }
 
   // A user not in auth_file (or only with a [users] entry) is looked up with auth_query when an
-  // auth_user is configured; never for the console or an unknown database (mock auth then).
-  if (!isAdminDb && client.db !== null && (user === null || !user.inAuthFile) && authUserFor(client.db) !== null) {
+  // auth_user is configured; never for an unknown database (mock auth then). Console logins too
+  // (PgBouncer 1.25): once found, the user must be in admin_users or stats_users, before any
+  // password is asked.
+  if (client.db !== null && usesAuthQuery(client.db, user)) {
     runAuthQuery(client, userName, (found) => {
       client.loginUser = found;
+      if (isAdminDb && adminDb().checkAccess(client, userName, found) === 'denied') return;
       withUser(client, userName, found, true, method, map);
     });
     return;

@@ -88,8 +88,6 @@ function port(value: string): number {
   return v;
 }
 
-export const RESERVED_AUTH_DBNAME = 'cannot use the reserved "pgbouncer" database as an auth_dbname';
-
 /** A `[databases]` entry. Throws ConnstrError with PgBouncer's message. */
 export function parseDatabase(name: string, connstr: string, file: string, line: number): DatabaseDef {
   const db: DatabaseDef = {
@@ -109,10 +107,8 @@ export function parseDatabase(name: string, connstr: string, file: string, line:
       case 'password': db.password = value; break;
       case 'auth_user': db.auth_user = value; break;
       case 'auth_query': db.auth_query = value; break;
-      case 'auth_dbname':
-        if (value === 'pgbouncer') throw new ConnstrError(RESERVED_AUTH_DBNAME);
-        db.auth_dbname = value;
-        break;
+      // `pgbouncer` is accepted here and refused at login, as PgBouncer does (auth-query.ts)
+      case 'auth_dbname': db.auth_dbname = value; break;
       case 'pool_size': db.pool_size = optInt(value); break;
       case 'min_pool_size': db.min_pool_size = optInt(value); break;
       case 'reserve_pool': // the pre-1.24 name, still accepted

@@ -2,7 +2,7 @@
 // startup and reload (https://www.pgbouncer.org/config.html). Every problem names file and line.
 import type { ConfigProblem, DatabaseDef, PeerDef, UserDef } from './types.js';
 import { IniValueError, located, parseIniFile } from './parser.js';
-import { ConnstrError, RESERVED_AUTH_DBNAME, parseDatabase, parsePeer, parseUser } from './connstr.js';
+import { ConnstrError, parseDatabase, parsePeer, parseUser } from './connstr.js';
 import { SettingError, defaultSettings, resetDefaults, setSetting, type Settings } from './settings.js';
 
 export const SECTIONS = ['pgbouncer', 'databases', 'users', 'peers'] as const;
@@ -46,7 +46,6 @@ export function loadConfig(path: string, opts: LoadOptions): LoadResult {
     file: path, settings, databases: new Map(), users: new Map(), peers: new Map(),
   };
   let mainSeen = false;
-  let authDbnameAt: { file: string; line: number } | null = null;
 
   const problems = parseIniFile(path, {
     section(name) {
@@ -58,10 +57,7 @@ export function loadConfig(path: string, opts: LoadOptions): LoadResult {
       try {
         switch (section) {
           case 'pgbouncer':
-            if (setSetting(settings, key, value, { startup: opts.startup }) === 'set' &&
-                key === 'auth_dbname') {
-              authDbnameAt = { file, line };
-            }
+            setSetting(settings, key, value, { startup: opts.startup });
             break;
           case 'databases':
             if (key === 'pgbouncer') throw new IniValueError(`database name "${key}" is reserved`);
@@ -81,8 +77,9 @@ export function loadConfig(path: string, opts: LoadOptions): LoadResult {
         }
       } catch (err) {
         if (err instanceof SettingError) {
-          // an unknown key logs its own line first; a bad value only the `invalid value` line
-          throw new IniValueError(err.kind === 'unknown' ? err.message : null);
+          // an unknown key logs its own line first; a bad value its reason, if the key's check
+          // gives one, then the `invalid value` line
+          throw new IniValueError(err.kind === 'unknown' ? err.message : err.reason);
         }
         if (err instanceof ConnstrError) throw new IniValueError(err.message);
         throw err;
@@ -94,17 +91,6 @@ export function loadConfig(path: string, opts: LoadOptions): LoadResult {
   if (!stopped && !mainSeen) {
     const text = 'load_init_file: main section missing from config file';
     problems.push({ file: path, line: 0, message: located(text, path, 0), log: [text] });
-  }
-  if (settings.auth_dbname === 'pgbouncer') {
-    if (!stopped) {
-      const at: { file: string; line: number } = authDbnameAt ?? { file: path, line: 0 };
-      problems.push({ file: at.file, line: at.line, message: located(RESERVED_AUTH_DBNAME, at.file, at.line),
-        log: [RESERVED_AUTH_DBNAME] });
-    }
-    // The refused value is not kept by the failed reload: auth_dbname has no default, so it is
-    // not reset by the next [pgbouncer] header, and every later RELOAD, even of a good file,
-    // would be refused again (PgBouncer's suite: test_auth_dbname_usage_global_setting).
-    settings.auth_dbname = opts.current?.auth_dbname ?? null;
   }
   const failed = problems.some((p) => !p.warning);
   return { config: failed ? null : out, problems, partial: out };

@@ -192,20 +192,32 @@ type SettingsRecord = Record<string, string | number | null>;
 
 /** Thrown by setSetting with PgBouncer's message (the caller adds the location). */
 export class SettingError extends Error {
-  constructor(readonly kind: 'unknown' | 'invalid', message: string) {
+  /**
+   * `reason`: what PgBouncer logs before the `invalid value` line when the key's own check
+   * says why (e.g. the reserved auth_dbname), else null.
+   */
+  constructor(readonly kind: 'unknown' | 'invalid', message: string, readonly reason: string | null = null) {
     super(message);
     this.name = 'SettingError';
   }
 }
 
-/** Key-specific checks PgBouncer makes beyond the value type. */
-const VALIDATORS: Record<string, (v: number | string) => boolean> = {
+export const RESERVED_AUTH_DBNAME = 'cannot use the reserved "pgbouncer" database as an auth_dbname';
+
+/**
+ * Key-specific checks PgBouncer makes beyond the value type: true = accepted, false = refused,
+ * a string = refused with that reason logged first.
+ */
+const VALIDATORS: Record<string, (v: number | string) => boolean | string> = {
   // cancel keys carry the peer id in 14 bits
   peer_id: (v) => typeof v === 'number' && v >= 0 && v <= 16383,
   // an IP address (not a host name: the endpoint is meant for one known interface), `*`, or a
   // Unix socket path
   metrics_listen_addr: (v) => typeof v === 'string' && (v === '' || v === '*' || v.startsWith('/') || isIP(v) !== 0),
   metrics_listen_port: (v) => typeof v === 'number' && v >= 0 && v <= 65535,
+  // refused when set (config line or console SET), so never stored: auth_dbname has no default,
+  // a later [pgbouncer] header would not reset it, and every RELOAD after would fail
+  auth_dbname: (v) => v !== 'pgbouncer' || RESERVED_AUTH_DBNAME,
 };
 
 /** Parses `value` as `def` requires; undefined = invalid. */
@@ -264,9 +276,10 @@ export function setSetting(s: Settings, key: string, value: string,
   if (!def) throw new SettingError('unknown', `unknown parameter: pgbouncer/${key}`);
   if (!opts.startup && !def.reloadable) return 'ignored';
   const v = parseValue(def, value);
-  const check = VALIDATORS[def.name];
-  if (v === undefined || (check && !check(v))) {
-    throw new SettingError('invalid', `invalid value "${value}" for parameter ${key}`);
+  const verdict = v === undefined ? false : VALIDATORS[def.name]?.(v) ?? true;
+  if (v === undefined || verdict !== true) {
+    throw new SettingError('invalid', `invalid value "${value}" for parameter ${key}`,
+      typeof verdict === 'string' ? verdict : null);
   }
   (s as unknown as SettingsRecord)[def.aliasOf ?? def.name] = v;
   return 'set';

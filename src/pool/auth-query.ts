@@ -5,6 +5,7 @@
 // server's answers are read here (Server.interceptor), never forwarded; the tracked-variable
 // SETs are not sent on this connection. The server then goes back to its pool.
 import { cf } from '../config/current.js';
+import { RESERVED_AUTH_DBNAME } from '../config/settings.js';
 import { log } from '../log/logger.js';
 import {
   B_BIND_COMPLETE, B_COMMAND_COMPLETE, B_DATA_ROW, B_ERROR, B_NO_DATA, B_NOTICE, B_PARAMETER_STATUS,
@@ -21,13 +22,26 @@ import * as pooler from './pooler.js';
 import { Internal, type Server } from './server.js';
 import { ClientState } from './state.js';
 
-/** The auth_user name for logins to this database (db-level auth_user, else the global one). */
-export function authUserFor(db: PgDatabase): string | null {
-  if (db.admin) return null;
+/**
+ * The auth_user name for logins to this database (db-level auth_user, else the global one).
+ * The console has no entry of its own: its logins use the global auth_user, as PgBouncer's do.
+ */
+function authUserFor(db: PgDatabase): string | null {
   return db.def?.auth_user ?? cf.auth_user ?? null;
 }
 
-/** auth_dbname resolution: db entry's auth_dbname > global auth_dbname > the client's db. */
+/**
+ * Whether a login of `user` (null: not known at all) to `db` looks the user up with auth_query:
+ * a user not in auth_file (unknown, or only in [users]) when an auth_user is configured.
+ */
+export function usesAuthQuery(db: PgDatabase, user: PgUser | null): boolean {
+  return (user === null || !user.inAuthFile) && authUserFor(db) !== null;
+}
+
+/**
+ * auth_dbname resolution: db entry's auth_dbname > global auth_dbname > the client's db. So a
+ * console login without a global auth_dbname ends at the reserved `pgbouncer` (refused below).
+ */
 function authDbName(db: PgDatabase): string {
   return db.def?.auth_dbname ?? cf.auth_dbname ?? db.name;
 }
@@ -35,21 +49,22 @@ function authDbName(db: PgDatabase): string {
 // ---- running it ----
 
 /**
- * Look `userName` up with auth_query for `client` (whose db is known, not the console). Calls
+ * Look `userName` up with auth_query for `client` (whose db is known; the console too). Calls
  * `done(user)` with the user, its secret updated (null secret: NULL from the query, no password
  * can match); every failure is answered to the client here and `done` is not called.
  */
 export function runAuthQuery(client: Client, userName: string, done: (user: PgUser) => void): void {
   const db = client.db!;
   const dbName = authDbName(db);
+  // a [databases] entry may name it (it loads, as in PgBouncer): each login is refused and logged
   if (dbName === 'pgbouncer') {
-    log.conn('warning', client, 'cannot use the reserved "pgbouncer" database as an auth_dbname');
+    log.conn('error', client, RESERVED_AUTH_DBNAME);
     client.fail('bouncer config error');
     return;
   }
   const authDb = dbName === db.name ? db : findDatabase(dbName);
   if (authDb === null) {
-    log.conn('warning', client, `authentication database "${dbName}" is not configured.`);
+    log.conn('error', client, `authentication database "${dbName}" is not configured.`);
     client.fail('bouncer config error');
     return;
   }
@@ -78,7 +93,7 @@ function runOn(client: Client, server: Server, sql: string, userName: string, do
 
   const fail = (reason: string): Action => {
     failed = true;
-    // the linked client is told the same reason
+    // the linked client is closed with it ("bouncer config error", pooler.disconnectServer)
     pooler.disconnectServer(server, true, reason);
     return STOP;
   };

@@ -32,6 +32,7 @@ import { forgetClientStatements, prepared, type Entry } from './prepared.js';
 import { findDatabase } from './databases.js';
 import { acceptClientTls, acceptDirectTls } from '../tls/client.js';
 import { adminDb } from './admin-db.js';
+import { usesAuthQuery } from './auth-query.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
 const clientsByKey = new Map<string, Client>();
@@ -481,7 +482,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       return;
     }
     if (isAdminDb) {
-      const r = adminDb().checkAccess(this, userName, user);
+      // a user that auth_query will look up is not known yet: checked once it is (login.ts)
+      const r = adminDb().checkAccess(this, userName, usesAuthQuery(db!, user) ? null : user);
       if (r === 'denied') return;
       // console clients count against the client limits too, except admin_users (PgBouncer)
       if (this.adminLevel !== 'admin' && !this.withinClientLimits(db!, user)) return;

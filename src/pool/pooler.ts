@@ -399,7 +399,9 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
   const client = server.link;
   if (client !== null) {
     unlink(client, server);
-    disconnectClient(client, true, reason);
+    // a client still logging in (its auth_query ran here) is told only PgBouncer's generic
+    // message; the reason is in the server's log line
+    disconnectClient(client, true, client.loggedIn ? reason : 'bouncer config error');
   }
   server.stream.stop();
   forgetServerStatements(server);

@@ -218,6 +218,7 @@ describe('databases on RELOAD', () => {
     const from = b.logOffset();
     await expectAdminError(admin, 'RELOAD', 'RELOAD failed, see logs for additional details', 'F0000');
     await b.waitForLog(/ERROR cannot use the reserved "pgbouncer" database as an auth_dbname/, 1000, from);
+    await b.waitForLog(/ERROR invalid value "pgbouncer" for parameter auth_dbname in configuration \(.*pgbun\.ini:\d+\)/, 1000, from);
     assert.equal((await config()).get('auth_dbname'), null, 'the refused auth_dbname is not in force');
     await reload({ ini: ini() });
     assert.equal(b.log().slice(from).match(/as an auth_dbname/g)?.length, 1, 'logged by the failed RELOAD only');

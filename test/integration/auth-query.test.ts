@@ -158,20 +158,22 @@ describe('auth_query settings', () => {
     await loginOk({ user: 'md5_user', password: 'md5_pass', database: 'viaauthdb' }, [AUTH.MD5, AUTH.OK]);
   });
 
-  test('a failing query: the server is closed, the client told; two columns are required', async () => {
+  test('a failing query: the server is closed, the client told only "bouncer config error"; two columns are required', async () => {
+    // PgBouncer tells a client that is not logged in yet the generic message; the log says why
     let off = b.logOffset();
-    await loginFails({ user: 'md5_user', password: 'md5_pass', database: 'badquery' }, 'auth_query failed');
+    await loginFails({ user: 'md5_user', password: 'md5_pass', database: 'badquery' }, 'bouncer config error');
     await b.waitForLog(/S: error in auth_query: ERROR column "no_such_column" does not exist/, 3000, off);
+    await b.waitForLog(/S-\w+: badquery\/postgres@[^ ]+ closing because: auth_query failed/, 3000, off);
     off = b.logOffset();
-    await loginFails({ user: 'md5_user', password: 'md5_pass', database: 'threecols' }, 'expected 2 columns from auth_query, not 3');
-    await b.waitForLog(/expected 2 columns from auth_query, not 3/, 3000, off);
+    await loginFails({ user: 'md5_user', password: 'md5_pass', database: 'threecols' }, 'bouncer config error');
+    await b.waitForLog(/closing because: expected 2 columns from auth_query, not 3/, 3000, off);
     // pgbun goes on serving
     await loginOk({ user: 'md5_user', password: 'md5_pass' }, [AUTH.MD5, AUTH.OK]);
   });
 
   test('a per-database auth_user without the rights to read pg_authid: the query fails', async () => {
     const off = b.logOffset();
-    await loginFails({ user: 'md5_user', password: 'md5_pass', database: 'weakauth' }, 'auth_query failed');
+    await loginFails({ user: 'md5_user', password: 'md5_pass', database: 'weakauth' }, 'bouncer config error');
     await b.waitForLog(/S: error in auth_query: ERROR permission denied/, 3000, off);
   });
 

@@ -1,5 +1,6 @@
 // pgbun --check beyond syntax: warnings (exit 0) when no client could log in or nobody can use
-// the console, and one clear error for a file that cannot be read.
+// the console or a database names the reserved auth_dbname, and one clear error for a file that
+// cannot be read.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,6 +44,15 @@ test('no admin_users and no stats_users: a warning about the console', () => {
   assert.match(r.text, /^WARNING admin_users and stats_users are empty: only the user pgbouncer over the Unix socket can use the admin console/m);
   const any = run({ 'pgbun.ini': `${DB}[pgbouncer]\nauth_type = any\n` });
   assert.doesNotMatch(any.text, /admin console/, 'auth_type = any lets anyone in');
+});
+
+test('a database with auth_dbname=pgbouncer: a warning naming its line (it loads, its auth_query logins fail)', () => {
+  const r = run({ 'pgbun.ini': `${DB}y = host=127.0.0.1 auth_dbname=pgbouncer\n[pgbouncer]\nauth_type = trust\nauth_user = lookup\nstats_users = s\n` });
+  assert.equal(r.code, 0, r.text);
+  assert.deepEqual(r.text.trim().split('\n'), [
+    'WARNING cannot use the reserved "pgbouncer" database as an auth_dbname: logins to y of users not in auth_file fail (bouncer config error) (DIR/pgbun.ini:3)',
+    'DIR/pgbun.ini: OK (1 warning)',
+  ]);
 });
 
 test('an ini that does not exist: one error, not also "main section missing"', () => {

@@ -126,8 +126,8 @@ test('[databases]: pool_mode and load_balance_hosts are checked (case-insensitiv
   fails(() => db('load_balance_hosts=random'), 'invalid load_balance_hosts: random');
 });
 
-test('[databases]: auth_dbname=pgbouncer is refused', () => {
-  fails(() => db('auth_dbname=pgbouncer'), 'cannot use the reserved "pgbouncer" database as an auth_dbname');
+test('[databases]: auth_dbname=pgbouncer is accepted (PgBouncer refuses it at login)', () => {
+  assert.equal(db('auth_dbname=pgbouncer').auth_dbname, 'pgbouncer');
 });
 
 test('[users]: every key PgBouncer knows; an empty value is allowed', () => {

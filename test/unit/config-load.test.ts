@@ -133,14 +133,26 @@ test('[peers]: id range, host required, errors with file and line', () => {
   assert.deepEqual(messages(g), [`host is required for peer 3 (${g}:3)`]);
 });
 
-test('auth_dbname = pgbouncer is refused, globally and per database', () => {
-  const f = ini('[pgbouncer]', 'auth_dbname = pgbouncer', 'listen_port = 7000');
+test('auth_dbname = pgbouncer is refused in [pgbouncer] (and never stored), accepted per database', () => {
+  const f = ini('[pgbouncer]', 'listen_port = 7000', 'auth_dbname = pgbouncer', 'listen_backlog = 7');
   const r = loadConfig(f, startup);
   assert.equal(r.config, null);
-  assert.deepEqual(r.problems.map((p) => [p.file, p.line, p.message]), [[f, 2,
-    `cannot use the reserved "pgbouncer" database as an auth_dbname (${f}:2)`]]);
+  assert.deepEqual(r.problems.map((p) => [p.file, p.line, p.message, p.log]), [[f, 3,
+    `cannot use the reserved "pgbouncer" database as an auth_dbname (${f}:3)`,
+    ['cannot use the reserved "pgbouncer" database as an auth_dbname',
+      `invalid value "pgbouncer" for parameter auth_dbname in configuration (${f}:3)`]]]);
+  // loading stopped at that line; what came before is applied, the value itself is not
+  assert.equal(r.partial.settings.listen_port, 7000);
+  assert.equal(r.partial.settings.listen_backlog, 128);
+  assert.equal(r.partial.settings.auth_dbname, null);
+  // a reload keeps the value in force
+  const current = { ...defaultSettings(f), auth_dbname: 'authdb' };
+  assert.equal(loadConfig(f, { startup: false, current }).partial.settings.auth_dbname, 'authdb');
+  assert.throws(() => setSetting(current, 'auth_dbname', 'pgbouncer', { startup: false }),
+    { message: 'invalid value "pgbouncer" for parameter auth_dbname' });
+  assert.equal(current.auth_dbname, 'authdb');
   const g = ini('[pgbouncer]', '[databases]', 'd = auth_dbname=pgbouncer');
-  assert.deepEqual(messages(g), [`cannot use the reserved "pgbouncer" database as an auth_dbname (${g}:3)`]);
+  assert.equal(loaded(g).databases.get('d')?.auth_dbname, 'pgbouncer');
   assert.equal(loaded(ini('[pgbouncer]', 'auth_dbname = authdb')).settings.auth_dbname, 'authdb');
 });
 
@@ -245,12 +257,17 @@ test('collect mode (pgbun --check) reports every problem of a broken file with f
   assert.deepEqual([...r.partial.databases.keys()], ['good']);
 });
 
-test('collect mode also reports a missing [pgbouncer] and a reserved auth_dbname', () => {
+test('collect mode also reports a missing [pgbouncer] and a reserved global auth_dbname', () => {
+  // a per-database auth_dbname=pgbouncer is no load problem (pgbun --check warns about it)
   const f = ini('[databases]', 'd = auth_dbname=pgbouncer', 'e = port=0');
   assert.deepEqual(messages(f, { startup: true, collectAll: true }), [
-    `cannot use the reserved "pgbouncer" database as an auth_dbname (${f}:2)`,
     `invalid port: 0 (${f}:3)`,
     `load_init_file: main section missing from config file (${f})`,
+  ]);
+  const g = ini('[pgbouncer]', 'auth_dbname = pgbouncer', 'listen_port = x');
+  assert.deepEqual(messages(g, { startup: true, collectAll: true }), [
+    `cannot use the reserved "pgbouncer" database as an auth_dbname (${g}:2)`,
+    `invalid value "x" for parameter listen_port in configuration (${g}:3)`,
   ]);
 });
 
