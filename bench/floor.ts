@@ -10,8 +10,8 @@
 //   --connect   pgbench -C (a new login per transaction): the floor of a connection's set-up and
 //               tear-down instead of a transaction's forwarding (the pipes open a new PostgreSQL
 //               connection per login, the poolers reuse theirs: compare the CPU, not the TPS)
-//   --bun=PATH  also run pgbun and the same pipe on Bun (e.g. after `npm install --no-save bun`:
-//               --bun=node_modules/.bin/bun), the other runtime pgbun's code runs on
+//   --bun=PATH  also run pgbun and the same pipe on Bun (e.g. --bun=node_modules/.bin/bun:
+//               bun is a dev dependency), the other runtime pgbun's code runs on
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';

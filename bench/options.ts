@@ -69,7 +69,7 @@ measures each pooler's RSS with idle clients. Writes bench/results/<timestamp>.{
   --pgbun-node-args="FLAGS"  node flags for pgbun, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
                        (a profile is written when pgbun exits at the end of the throughput runs)
   --pgbun-runtime=PATH run pgbun with this program instead of node, e.g. Bun (pgbun's runtime code
-                       only uses node: APIs): npm install --no-save bun, then
+                       only uses node: APIs; bun is a dev dependency):
                        --pgbun-runtime=node_modules/.bin/bun
   --pgbouncer=PATH     PgBouncer binary (default /usr/sbin/pgbouncer; installed with apt if missing)
   --out=DIR            results directory (default bench/results)
