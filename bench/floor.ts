@@ -12,7 +12,6 @@
 //               connection per login, the poolers reuse theirs: compare the CPU, not the TPS)
 //   --bun=PATH  also run pgbun and the same pipe on Bun (e.g. --bun=node_modules/.bin/bun:
 //               bun is a dev dependency), the other runtime pgbun's code runs on
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -21,32 +20,11 @@ import { startPostgres } from '../test/lib/postgres.js';
 import { freePort } from '../test/lib/procs.js';
 import { ensurePgbouncer, setPgbunRuntime, startPooler, throughputIni, DB_FOR_MODE } from './poolers.js';
 import { cpuTimes } from './sysinfo.js';
-
-const PIPE = `
-const net = require('node:net');
-const [lport, tport] = [+process.argv[2], +process.argv[3]];
-net.createServer({ noDelay: true }, (c) => {
-  const up = net.connect({ host: '127.0.0.1', port: tport, noDelay: true });
-  c.on('data', (d) => up.write(d));
-  up.on('data', (d) => c.write(d));
-  c.on('close', () => up.destroy()); up.on('close', () => c.destroy());
-  c.on('error', () => {}); up.on('error', () => {});
-}).listen(lport, '127.0.0.1', () => process.stdout.write('up\\n'));
-`;
+import { PIPE, startPipe } from './capacity.js';
 
 function arg(name: string): string | undefined {
   const a = process.argv.find((x) => x === `--${name}` || x.startsWith(`--${name}=`));
   return a === undefined ? undefined : a.slice(name.length + 3);
-}
-
-/** Start the pipe under `runtime` (node or bun) and wait until it listens. */
-async function startPipe(runtime: string, script: string, port: number, target: number): Promise<ChildProcess> {
-  const p = spawn(runtime, [script, String(port), String(target)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    p.once('exit', (code) => reject(new Error(`${runtime} pipe exited (${code})`)));
-    p.stdout!.once('data', () => resolve());
-  });
-  return p;
 }
 
 async function main(): Promise<void> {
@@ -78,7 +56,6 @@ async function main(): Promise<void> {
   stops.push(() => bouncer.handle.stop());
   targets.push({ name: 'PgBouncer', port: bouncer.handle.port, pid: bouncer.pid });
 
-  // the pipe runs as a file (not -e) so that node and Bun run the very same thing
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgbun-floor-'));
   const script = path.join(dir, 'pipe.cjs');
   fs.writeFileSync(script, PIPE);

@@ -48,7 +48,7 @@ export const HELP = `npm run bench -- [options]     (or: node dist/bench/run.js 
 Runs pgbench through pgbun and PgBouncer (interleaved) and directly against PostgreSQL, then
 measures each pooler's RSS with idle clients. Writes bench/results/<timestamp>.{json,md}.
 
-  --quick              a few seconds per case, a subset of the cases (about 3 minutes)
+  --quick              a few seconds per case, a subset of the cases (about 3-4 minutes)
   --duration=SECONDS   per pgbench run (default 10, quick 3)
   --rounds=N           A/B pairs per case, order alternating (default 2, quick 1)
   --scale=N            pgbench scale factor (default 10, quick 1)
@@ -59,6 +59,8 @@ measures each pooler's RSS with idle clients. Writes bench/results/<timestamp>.{
                          clients:  c1 c10 c100
                          connect:  connect (only -C cases) noconnect
                          memory    the idle-client memory measurement (alone: memory only)
+                         capacity  one pooler core's capacity: pgbun on node and on Bun, each
+                                   runtime's bare pipe, PgBouncer (alone: capacity only)
                          pgbench   every pgbench case (with no other pgbench token)
                        e.g. --only=tx,select,c10,c100   --only=memory   --only=connect
   --no-direct          skip the direct-to-PostgreSQL ceiling runs
@@ -143,7 +145,7 @@ const DIMENSIONS: Record<string, string[]> = {
   clients: ['c1', 'c10', 'c100'],
   connect: ['connect', 'noconnect'],
 };
-const ALL_TOKENS = new Set([...Object.values(DIMENSIONS).flat(), 'memory', 'pgbench']);
+const ALL_TOKENS = new Set([...Object.values(DIMENSIONS).flat(), 'memory', 'capacity', 'pgbench']);
 
 export function caseId(c: Omit<BenchCase, 'id'>): string {
   return `${c.mode} ${c.script === 'select' ? '-S' : 'TPC-B'} ${c.proto} c${c.clients}${c.connect ? ' -C' : ''}`;
@@ -185,12 +187,13 @@ const QUICK = new Set([
 export interface Selection {
   cases: BenchCase[];
   memory: boolean;
+  capacity: boolean;
 }
 
 export function selectCases(o: Options, txPrepared: boolean): Selection {
   let cases = fullMatrix(txPrepared);
   if (o.quick) cases = cases.filter((c) => QUICK.has(c.id) || (txPrepared && c.id === 'tx -S prepared c10'));
-  const pgbenchTokens = o.only.filter((t) => t !== 'memory');
+  const pgbenchTokens = o.only.filter((t) => t !== 'memory' && t !== 'capacity');
   if (o.only.length > 0) {
     if (pgbenchTokens.length === 0) cases = [];
     for (const [dim, values] of Object.entries(DIMENSIONS)) {
@@ -198,5 +201,5 @@ export function selectCases(o: Options, txPrepared: boolean): Selection {
       if (want.length > 0) cases = cases.filter((c) => want.includes(tagsOf(c)[dim]));
     }
   }
-  return { cases, memory: o.only.length === 0 || o.only.includes('memory') };
+  return { cases, memory: o.only.length === 0 || o.only.includes('memory'), capacity: o.only.length === 0 || o.only.includes('capacity') };
 }

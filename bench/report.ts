@@ -1,6 +1,7 @@
 // From runs to the tables: per case and target the mean over rounds, pgbun/PgBouncer ratios (and
 // their spread over the A/B pairs), the memory table, the performance goals, and the Markdown.
 
+import { capacityMarkdown, type CapacityResult } from './capacity.js';
 import type { MemoryResult } from './memory.js';
 import type { BenchCase, Options } from './options.js';
 import type { RunResult } from './pgbench-run.js';
@@ -51,6 +52,7 @@ export interface Results {
   wallSeconds: number;
   cases: CaseSummary[];
   memory: MemorySummary[];
+  capacity: CapacityResult | null;
   goals: Goal[];
   runs: RunResult[];
   memoryRuns: MemoryResult[];
@@ -118,7 +120,7 @@ export function summarizeMemory(runs: MemoryResult[]): MemorySummary[] {
 }
 
 /** pgbun's performance goals, checked against this run (null: not measured in this run). */
-export function checkGoals(cases: CaseSummary[], memory: MemorySummary[]): Goal[] {
+export function checkGoals(cases: CaseSummary[], memory: MemorySummary[], capacity: CapacityResult | null): Goal[] {
   const goals: Goal[] = [];
   const tpsGoal = (ids: string[], label: string): void => {
     const got = cases.filter((c) => ids.includes(c.case.id) && c.ratio.tps !== null);
@@ -145,6 +147,13 @@ export function checkGoals(cases: CaseSummary[], memory: MemorySummary[]): Goal[
     value: m10k?.bytesPerClient != null ? `${fmtBytes(m10k.bytesPerClient)} per client` : 'not measured',
     met: m10k?.bytesPerClient != null ? m10k.ok && m10k.bytesPerClient <= 10 * 1024 : null,
   });
+  for (const r of capacity?.rows.filter((x) => x.kind === 'pgbun') ?? []) {
+    goals.push({
+      goal: `CPU per transaction of ${r.name} ≤ 1.15× its runtime's bare pipe (capacity part)`,
+      value: r.vsPipe === null ? 'not measured' : `${fmtRatio(r.vsPipe)}× (${r.usPerTx.toFixed(1)} µs per transaction)`,
+      met: r.vsPipe === null ? null : r.failed === 0 && r.vsPipe <= 1.15,
+    });
+  }
   return goals;
 }
 
@@ -262,6 +271,10 @@ export function markdown(res: Results): string {
         r ? [fmtBytes(r.baselineRss), fmtBytes(r.rss) + (r.ok ? '' : ` (failed: ${r.opened} opened)`), fmtBytes(r.bytesPerClient)] : ['–', '–', '–'];
       L.push(`| ${s.clients.toLocaleString('en-US')} | ${cell(s.pgbouncer).join(' | ')} | ${cell(s.pgbun).join(' | ')} | **${fmtRatio(s.ratio)}** |`);
     }
+    L.push('');
+  }
+  if (res.capacity) {
+    L.push(...capacityMarkdown(res.capacity));
     L.push('');
   }
   L.push('## Performance goals');

@@ -5,7 +5,9 @@
 //    drift of a shared, noisy machine hits both alike; the same pgbench directly against
 //    PostgreSQL gives the ceiling.
 // 3. Memory: fresh poolers holding 1,000 and 10,000 idle clients.
-// 4. bench/results/<timestamp>.{json,md}; the Markdown is printed.
+// 4. Capacity: one pooler core's TPS with many clients of a trivial query, pgbun on node and on
+//    Bun next to each runtime's bare pipe and PgBouncer (bench/capacity.ts).
+// 5. bench/results/<timestamp>.{json,md}; the Markdown is printed.
 
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -13,6 +15,7 @@ import * as path from 'node:path';
 import type { ConnOpts } from '../test/lib/clients.js';
 import { pgBin, startPostgres, type TestPostgres } from '../test/lib/postgres.js';
 import { REPO_ROOT } from '../test/lib/procs.js';
+import { measureCapacity, type CapacityResult } from './capacity.js';
 import { measureMemory, type MemoryResult } from './memory.js';
 import { HELP, UsageError, parseOptions, selectCases, type BenchCase, type Options } from './options.js';
 import { runPgbench, type RunResult, type RunTarget } from './pgbench-run.js';
@@ -34,6 +37,8 @@ import { checkGoals, markdown, summarizeCase, summarizeMemory, fmtRatio, threadS
 import { machineInfo } from './sysinfo.js';
 
 const ROLE = { user: 'scram_user', password: 'scram_pass' };
+/** clients of the capacity part: enough that one pooler core, not the clients, is the limit */
+const CAPACITY_CLIENTS = 100;
 
 const say = (s: string): void => void process.stderr.write(s + '\n');
 
@@ -147,10 +152,14 @@ async function main(): Promise<void> {
   let contestants: Contestants | null = null;
   let configShown: Record<string, unknown> = {};
   try {
-    if (sel.cases.length > 0) {
+    let db = '';
+    let secret = '';
+    if (sel.cases.length > 0 || sel.capacity) {
       say(`bench: pgbench -i -s ${o.scale}`);
-      const db = await pg.ensurePgbench(o.scale);
-      const secret = await pg.secretOf(ROLE.user);
+      db = await pg.ensurePgbench(o.scale);
+      secret = await pg.secretOf(ROLE.user);
+    }
+    if (sel.cases.length > 0) {
       const mps = txPrepared ? 200 : 0;
       contestants = new Contestants(pg, db, o, secret, mps);
       for (const name of POOLERS) await contestants.start(name);
@@ -215,6 +224,17 @@ async function main(): Promise<void> {
       }
     }
 
+    let capacity: CapacityResult | null = null;
+    if (sel.capacity) {
+      const bun = path.join(REPO_ROOT, 'node_modules', '.bin', 'bun');
+      say(`bench: capacity, pgbun on node${fs.existsSync(bun) ? ' and on Bun' : ''}, the bare pipes and PgBouncer, -c ${CAPACITY_CLIENTS}`);
+      capacity = await measureCapacity(pg, db, {
+        // at least 10 s: the logins of 100 clients and a runtime's idle work must not dominate
+        duration: Math.max(o.duration, 10), rounds: o.rounds, clients: CAPACITY_CLIENTS, pgbouncer: o.pgbouncer, bun: fs.existsSync(bun) ? bun : null,
+        userlist: [[ROLE.user, secret]], user: ROLE.user, password: ROLE.password,
+      }, say);
+    }
+
     const cases = sel.cases.map((c) => summarizeCase(c, runs, directRuns.get(directKey(c)) ?? null));
     const memory = summarizeMemory(memoryRuns);
     const results: Results = {
@@ -224,7 +244,8 @@ async function main(): Promise<void> {
       wallSeconds: (Date.now() - wallStart) / 1000,
       cases,
       memory,
-      goals: checkGoals(cases, memory),
+      capacity,
+      goals: checkGoals(cases, memory, capacity),
       runs: [...runs, ...[...directRuns.values()].flat()],
       memoryRuns,
       crashes: contestants?.crashes ?? [],
