@@ -275,6 +275,26 @@ describe('logical replication connection', () => {
     r.destroy();
   });
 
+  test('a client that leaves in the middle of a CopyData mid-stream: its server is closed, not reused', async () => {
+    const app = 'it-cut-stream';
+    const { client: c } = await replLogin('tx', 'database', { application_name: app });
+    const pid = Number(await one(c, 'SELECT pg_backend_pid()'));
+    assert.equal((await c.query('CREATE_REPLICATION_SLOT it_cut TEMPORARY LOGICAL test_decoding')).error, null);
+    await c.write(query('START_REPLICATION SLOT it_cut LOGICAL 0/0'));
+    assert.equal((await c.readMessage(10_000)).type, 'W');
+    const off = b.logOffset();
+    // the header and a few bytes of a 100-byte CopyData, then gone
+    const head = Buffer.alloc(15);
+    head.write('d', 0, 'latin1');
+    head.writeInt32BE(104, 1);
+    head.write('r', 5, 'latin1');
+    await c.write(head);
+    c.destroy();
+    await b.waitForLog(/S-0x[0-9a-f]+: tx\/postgres@\S+ closing because: replication client was closed \(age=\d+s\)/, 5000, off);
+    await waitUntil('the walsender to exit', () => alive(pid), (a) => !a, 10_000);
+    assert.equal((await adminShow('SHOW SERVERS')).filter((s) => s.remote_pid === String(pid)).length, 0);
+  });
+
   test('a client that leaves while its server logs in closes that server', async () => {
     const c = await WireClient.connect(target());
     const off = b.logOffset();
