@@ -4,7 +4,8 @@
 // (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT, START_REPLICATION and its CopyBoth stream in both
 // directions), PostgreSQL's own tools (pg_receivewal, pg_basebackup, pg_recvlogical), a logical
 // subscription whose publisher is reached through pgbun, pool_size limits and eviction, the
-// server closed with its client (never reused), refused logins, HBA, auth_query and TLS.
+// server closed with its client (never reused), cancel requests, refused logins, HBA, auth_query
+// and TLS.
 //
 // A private PostgreSQL with wal_level=logical and `replication` HBA rules: the shared one has
 // neither, and replication slots are better kept away from the other test files.
@@ -20,7 +21,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { ensureDatabase, logLines, roleUserlist, waitUntil } from '../lib/pool-helpers.js';
 import { pgBin, startPostgres, TEST_DB, type TestPostgres } from '../lib/postgres.js';
 import { makeTempDir, removeTempDir, trackChild, withTimeout } from '../lib/procs.js';
-import { attemptLogin, message, query, WireClient, wireLogin, type WireMessage } from '../lib/wire.js';
+import { attemptLogin, message, query, sendCancel, WireClient, wireLogin, type WireMessage } from '../lib/wire.js';
 import { show } from './admin-lib.js';
 
 const REPL_ROLE = 'it_repl_role';
@@ -262,6 +263,22 @@ describe('logical replication connection', () => {
       assert.deepEqual(servers.map((s) => s.replication), ['none']);
     } finally {
       await n.terminate();
+    }
+  });
+
+  test('a CancelRequest with pgbun\'s key cancels the query of the client\'s own walsender', async () => {
+    const { client: c, login } = await replLogin('stmt', 'database', { application_name: 'it-cancel' });
+    try {
+      await c.write(query('SELECT pg_sleep(30)'));
+      await waitUntil('the query running', async () => (await pg.query<{ n: string }>(
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'it-cancel' AND query LIKE 'SELECT pg_sleep%' AND state = 'active'`))[0]!.n,
+      (n) => n === '1', 10_000);
+      await sendCancel(target(), login.backendKey!);
+      const r = await c.collect(10_000);
+      assert.equal(r.error?.C, '57014', JSON.stringify(r.error));
+      assert.equal(await one(c, 'SELECT 1'), '1');
+    } finally {
+      await c.terminate();
     }
   });
 
