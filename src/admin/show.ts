@@ -173,7 +173,7 @@ function serverRow(s: Server, state: string, now: number, debug: boolean): Value
   const wait = s.queryStartUs !== 0 ? Math.max(0, now - s.queryStartUs) : 0;
   const closeNeeded = s.closeNeeded || s.generation !== s.pool.db.generation ? 1 : 0;
   const row: Value[] = [
-    'S', s.pool.user.name, s.pool.db.name, 'none', state,
+    'S', s.pool.user.name, s.pool.db.name, s.replication, state,
     s.addr, s.port, s.isUnix ? 'unix' : s.localAddr, s.localPort, showTime(s.connectTimeUs), showTime(s.requestTimeUs),
     Math.floor(wait / 1e6), wait % 1e6, closeNeeded, s.ptr, s.link?.ptr ?? '', s.backendPid, s.tlsInfo,
     s.vars.get(APPLICATION_NAME) ?? '', s.prepared?.lru.size ?? 0, s.id,

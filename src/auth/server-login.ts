@@ -20,7 +20,7 @@ export class ServerLogin {
 
   constructor(private readonly server: Server) {}
 
-  /** Send the StartupMessage: database, the entry's session settings, then user (as PgBouncer). */
+  /** Send the StartupMessage: database, the entry's session settings, a replication client's parameters, then user (as PgBouncer). */
   start(): void {
     const db = this.server.pool.db;
     const params: Array<[string, string]> = [['database', db.dbname]];
@@ -29,6 +29,9 @@ export class ServerLogin {
     if (d?.datestyle) params.push(['datestyle', d.datestyle]);
     if (d?.timezone) params.push(['timezone', d.timezone]);
     if (d?.application_name) params.push(['application_name', d.application_name]);
+    // a replication client's own parameters come after the entry's: PostgreSQL applies startup
+    // settings in order, so the client's value of the same parameter wins
+    if (this.server.startupExtra !== null) params.push(...this.server.startupExtra);
     params.push(['user', this.server.pool.user.name]);
     this.started = true;
     this.server.send(msg.startupMessage(params));

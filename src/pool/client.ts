@@ -14,7 +14,7 @@ import {
 import * as msg from '../protocol/messages.js';
 import { hdr2hex } from '../protocol/reader.js';
 import { FORWARD, HANDLED, NEED_FULL, PacketStream, STOP, WAIT, type Action, type StreamOwner } from '../protocol/stream.js';
-import { parseStartupPacket, parseOptionsParameter } from '../protocol/startup.js';
+import { parseStartupPacket, parseOptionsParameter, parseReplicationParameter, type ReplicationMode } from '../protocol/startup.js';
 import { PasswordExchange, type PasswordMethod } from '../auth/client-auth.js';
 import { beginAuth } from '../auth/login.js';
 import { randomSmall } from '../auth/random.js';
@@ -72,7 +72,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   /** names from the startup packet, for the log prefix before login completes */
   dbName = '';
   userName = '';
-  replication: 'none' | 'logical' | 'physical' = 'none';
+  /** `replication` startup parameter: such a client gets a server of its own (PgBouncer 1.23+) */
+  replication: ReplicationMode = 'none';
+  /** a replication client's `options`, passed to its server as they are */
+  private replicationOptions: string | null = null;
   /** admin console access level once logged in */
   adminLevel: 'none' | 'stats' | 'admin' = 'none';
   connectTimeUs: number;
@@ -366,25 +369,21 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     const ignore = splitList(cf.ignore_startup_parameters).map((s) => s.toLowerCase());
     let user: string | null = null;
     let database: string | null = null;
+    let options: string | null = null;
     for (const [k, v] of sp.params) {
       if (k === 'user') {
         user = v;
       } else if (k === 'database') {
         database = v;
       } else if (k === 'replication') {
-        // Replication connections need a dedicated, unpooled server: not supported yet, so
-        // they are refused as PgBouncer before 1.23 refused them.
-        const lv = v.toLowerCase();
-        if (!['false', 'off', 'no', '0'].includes(lv)) {
-          this.fail(`unsupported startup parameter: ${k}`);
+        const mode = parseReplicationParameter(v);
+        if (mode === null) {
+          this.fail(`invalid value for parameter "replication": "${v}"`);
           return;
         }
+        this.replication = mode;
       } else if (k === 'options') {
-        const err = this.applyOptions(v, ignore);
-        if (err !== null) {
-          this.fail(err);
-          return;
-        }
+        options = v;
       } else if (k.startsWith('_pq_.')) {
         negotiate.push(k);
       } else {
@@ -392,6 +391,19 @@ export class Client implements ListNode, StreamOwner, LogSubject {
         if (idx >= 0) this.vars.set(idx, v);
         else if (!ignore.includes(k.toLowerCase())) {
           this.fail(`unsupported startup parameter: ${k}`);
+          return;
+        }
+      }
+    }
+    if (options !== null) {
+      if (this.replication !== 'none') {
+        // the server is this client's alone: whatever it sets there concerns nobody else, and
+        // PostgreSQL itself judges it
+        this.replicationOptions = options;
+      } else {
+        const err = this.applyOptions(options, ignore);
+        if (err !== null) {
+          this.fail(err);
           return;
         }
       }
@@ -578,7 +590,46 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     const poolUser = db.forcedUser ?? this.loginUser!;
     this.pool = registry.getPool(db, poolUser);
     this.countIn(db);
+    if (this.replication !== 'none') {
+      // welcomed by its own server once that has logged in (finishReplicationLogin)
+      this.flushAuthFinal();
+      this.waitStartUs = nowUs();
+      this.changeState(ClientState.WAITING_LOGIN);
+      pooler.launchReplicationServers(this.pool);
+      return;
+    }
     this.finishLogin();
+  }
+
+  /** Waiting for a server of its own: a replication client that has none yet. */
+  get wantsReplicationServer(): boolean {
+    return this.replication !== 'none' && this.state === ClientState.WAITING_LOGIN && this.link === null && !this.closed;
+  }
+
+  /**
+   * What a replication client's server is started with besides database and user: the
+   * replication mode, the client's tracked parameters and its `options` (PgBouncer 1.23+).
+   */
+  replicationStartupParams(): Array<[string, string]> {
+    const params: Array<[string, string]> = [['replication', this.replication === 'logical' ? 'database' : 'true']];
+    for (let i = 0; i < trackedNames.length; i++) {
+      const v = this.vars.get(i);
+      if (v !== null) params.push([trackedNames[i]!, v]);
+    }
+    if (this.replicationOptions !== null) params.push(['options', this.replicationOptions]);
+    return params;
+  }
+
+  /**
+   * A replication client's own server logged in: the client is welcomed with that server's
+   * ParameterStatus set (not the pool's cached one: the startup parameters made it), and the
+   * link already made carries its messages from now on.
+   */
+  finishReplicationLogin(params: Array<[string, string]>, serverVars: VarCache): void {
+    this.vars.copyFrom(serverVars);
+    const parts: Buffer[] = [msg.AUTH_OK_MSG];
+    for (const [k, v] of params) parts.push(msg.parameterStatus(k, v));
+    this.sendWelcome(parts);
   }
 
   /** Send the welcome if the pool has one; else wait for the pool's first server login. */
@@ -602,6 +653,12 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       const v = this.vars.get(i);
       if (v !== null) parts.push(msg.parameterStatus(trackedNames[i]!, v));
     }
+    this.sendWelcome(parts);
+  }
+
+  /** The end of every welcome: pgbun's own cancel key, login_notify_message, ReadyForQuery. */
+  private sendWelcome(parts: Buffer[]): void {
+    const pool = this.pool!;
     parts.push(msg.backendKeyData(this.newCancelKey()));
     if (cf.login_notify_message) parts.push(msg.notice(cf.login_notify_message));
     parts.push(msg.readyForQuery('I'));

@@ -11,7 +11,7 @@ import { registry, type PgPool } from './objects.js';
 import { ClientState, ServerState } from './state.js';
 import type { Client } from './client.js';
 import type { Server } from './server.js';
-import { disconnectClient, disconnectServer, launchNewConnection, poolerState, serverConnectFailed } from './pooler.js';
+import { disconnectClient, disconnectServer, launchNewConnection, launchReplicationServers, poolerState, serverConnectFailed } from './pooler.js';
 
 const PERIOD_MS = 333;
 let timer: NodeJS.Timeout | null = null;
@@ -201,12 +201,17 @@ function checkPoolSize(pool: PgPool, now: number): void {
   // waiting clients: new connections (retry after a failed login once server_login_retry passed,
   // reserve pool after reserve_pool_timeout)
   let waiting = false;
+  let replicationWaiting = false;
   for (let c = pool.waitingClients.first(); c !== null; c = c.listNext as Client | null) {
-    if (c.state === ClientState.WAITING || c.state === ClientState.WAITING_LOGIN) {
+    // a replication client waits for a server of its own, not one of the pool's
+    if (c.replication !== 'none' && c.state === ClientState.WAITING_LOGIN) {
+      if (c.link === null) replicationWaiting = true;
+    } else if (c.state === ClientState.WAITING || c.state === ClientState.WAITING_LOGIN) {
       waiting = true;
-      break;
     }
+    if (waiting && replicationWaiting) break;
   }
+  if (replicationWaiting) launchReplicationServers(pool);
   if (waiting) {
     launchNewConnection(pool);
     return;

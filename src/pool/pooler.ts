@@ -76,7 +76,8 @@ function startForwarding(client: Client, server: Server): void {
   client.stream.setTarget(server.socket);
   server.stream.setTarget(client.socket);
   client.stream.fastForward = CLIENT_FAST;
-  server.rewriting = prepared.active(server.pool);
+  // a replication connection is session-like: its statements are its own
+  server.rewriting = server.replication === 'none' && prepared.active(server.pool);
   server.stream.fastForward = server.rewriting ? SERVER_FAST_PREPARED : SERVER_FAST;
 }
 
@@ -186,6 +187,10 @@ export function serverLoginDone(server: Server, params: Array<[string, string]>)
   pool.lastLoginError = null;
   pool.lastLoginFailedUs = 0;
   pool.lastConnectFailedUs = 0;
+  if (server.replication !== 'none') {
+    replicationLoginDone(server, params);
+    return;
+  }
   if (pool.welcome === null) {
     pool.welcome = params;
     pool.welcomeVars = new VarCache();
@@ -204,7 +209,7 @@ export function serverLoginDone(server: Server, params: Array<[string, string]>)
 /** Clients that authenticated before the pool had a welcome get it now. */
 function welcomeWaitingClients(pool: PgPool): void {
   for (const c of pool.waitingClients.toArray()) {
-    if (c.state === ClientState.WAITING_LOGIN && !c.closed) c.finishLogin();
+    if (c.state === ClientState.WAITING_LOGIN && !c.closed && c.replication === 'none') c.finishLogin();
   }
 }
 
@@ -215,6 +220,13 @@ function welcomeWaitingClients(pool: PgPool): void {
 export function serverLoginFailed(server: Server, sqlstate: string, message: string, fromServer: boolean): void {
   const pool = server.pool;
   serverLogins.failed++;
+  if (server.replication !== 'none') {
+    // what the server refused is the replication client's request (no replication privilege,
+    // no HBA rule for it): only that client fails, with PgBouncer's `login failed`, and the
+    // pool's other clients and their logins are not affected
+    disconnectServer(server, false, fromServer ? 'login failed' : message);
+    return;
+  }
   // record the failure first: closing the server looks for a replacement otherwise
   if (sqlstate === '57P03') {
     // the database is starting up or shutting down: clients already waiting keep waiting for a
@@ -334,7 +346,7 @@ export function onReadyForQuery(server: Server, client: Client, status: number, 
       client.xactStartUs = 0;
     }
   }
-  const mode = pool.poolMode;
+  const mode = server.replication === 'none' ? pool.poolMode : 'session';
   if (mode === 'session') {
     if (cf.server_fast_close && done && status === TX_IDLE &&
       (server.closeNeeded || server.generation !== pool.db.generation)) {
@@ -357,7 +369,7 @@ export function onReadyForQuery(server: Server, client: Client, status: number, 
 /** A client's partly forwarded message is now complete: release the server if it waited for that. */
 export function onClientBoundary(client: Client): void {
   const server = client.link;
-  if (server !== null && server.pool.poolMode !== 'session' && server.ready) releaseServer(server);
+  if (server !== null && server.replication === 'none' && server.pool.poolMode !== 'session' && server.ready) releaseServer(server);
 }
 
 /**
@@ -369,6 +381,10 @@ export function releaseServer(server: Server): void {
   const client = server.link;
   if (log.debugEnabled) log.conn('debug', server, client !== null ? `released by C-${client.ptr}` : 'released');
   if (client !== null) unlink(client, server);
+  if (server.replication !== 'none') {
+    disconnectServer(server, true, 'replication client was closed');
+    return;
+  }
   if (!server.ready) {
     disconnectServer(server, true, 'unclean server');
     return;
@@ -400,8 +416,9 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
   if (client !== null) {
     unlink(client, server);
     // a client still logging in (its auth_query ran here) is told only PgBouncer's generic
-    // message; the reason is in the server's log line
-    disconnectClient(client, true, client.loggedIn ? reason : 'bouncer config error');
+    // message; the reason is in the server's log line. A replication client waiting for its own
+    // server counts as logged in there (PgBouncer: `login failed` when that server's login fails)
+    disconnectClient(client, true, client.loggedIn || server.replication !== 'none' ? reason : 'bouncer config error');
   }
   server.stream.stop();
   forgetServerStatements(server);
@@ -429,6 +446,7 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
     launchWaitingCancels(pool);
   }
   if (hasWaitingForServer(pool)) launchNewConnection(pool);
+  if (wasCounted) launchReplicationServers(pool);
 }
 
 /** Close a client; its server is released if clean, else closed. */
@@ -447,7 +465,12 @@ export function disconnectClient(client: Client, notify: boolean, reason: string
   }
   const server = client.link;
   if (server !== null) {
-    if (server.ready) {
+    if (server.replication !== 'none') {
+      // never reused; Terminate unless the client left PostgreSQL in the middle of a message
+      const cut = client.stream.forwardingPartial;
+      unlink(client, server);
+      disconnectServer(server, !cut, 'replication client was closed');
+    } else if (server.ready) {
       releaseServer(server);
     } else {
       unlink(client, server);
@@ -470,7 +493,7 @@ function reserveAllowed(pool: PgPool): boolean {
 }
 
 /** Close one idle server of another pool matching `pred` (max_db/user_connections). */
-function evictIdle(pred: (p: PgPool) => boolean, except: PgPool): boolean {
+function evictIdle(pred: (p: PgPool) => boolean, except: PgPool | null): boolean {
   let victim: Server | null = null;
   for (const p of registry.pools) {
     if (p === except || !pred(p)) continue;
@@ -489,8 +512,8 @@ export function launchNewConnection(pool: PgPool): void {
   // PAUSE/SUSPEND (admin console, SIGUSR1): no new servers until RESUME, else a server released
   // and closed in pause mode would be replaced at once, over and over (control.ts)
   if (poolerState.paused || poolerState.suspended || db.paused) return;
-  // one login at a time per pool
-  if (pool.loginServers.count > 0) return;
+  // one login at a time per pool (a replication client's own server is not one of the pool's)
+  if (pool.loginServers.count > 0 && pooledLoginInFlight(pool)) return;
   const now = nowUs();
   const retryUs = cf.server_login_retry * 1e6;
   if (pool.lastLoginFailedUs !== 0 && now - pool.lastLoginFailedUs < retryUs) return;
@@ -531,8 +554,16 @@ function pickHost(db: PgDatabase): string | null {
   return h;
 }
 
-function openServer(pool: PgPool): Server {
+/** A new server for the pool, or of its own for a replication client (`owner`). */
+function openServer(pool: PgPool, owner: Client | null = null): Server {
   const server = new Server(pool);
+  if (owner !== null) {
+    // linked from the start: the client is told why if the login fails, and leaving closes it
+    server.replication = owner.replication;
+    server.startupExtra = owner.replicationStartupParams();
+    server.link = owner;
+    owner.link = server;
+  }
   server.changeState(ServerState.LOGIN);
   pool.db.serverCount++;
   pool.user.serverCount++;
@@ -579,6 +610,98 @@ onDnsChange((host, gone) => {
 /** With load_balance_hosts=disable, a failed connect moves on to the next host. */
 export function advanceHost(db: PgDatabase): void {
   if (db.loadBalanceHosts === 'disable' && db.hosts.length > 1) db.hostIndex = (db.hostIndex + 1) % db.hosts.length;
+}
+
+// ------------------------------------------------------------------ replication
+
+/*
+ * A client with `replication` in its startup packet (PgBouncer 1.23+) gets a server of its own,
+ * started with the client's replication mode, tracked parameters and options: PostgreSQL's
+ * walsender keeps state no other client may see (a streaming position, slots, a snapshot), so
+ * such a server is never pooled. It is linked to its client from the moment it is made, in every
+ * pool_mode behaves as in session mode, is never idle or reset, and is closed when its client
+ * leaves (as the client is when the server goes). It counts against pool_size,
+ * max_db_connections and max_user_connections like any server; when the pool is full, an idle
+ * server of the pool is closed to make room (`evicted`), else the client waits for a free slot.
+ */
+
+/** Open servers for the pool's replication clients that wait for one, as far as the limits allow. */
+export function launchReplicationServers(pool: PgPool): void {
+  const db = pool.db;
+  if (db.admin || poolerState.paused || poolerState.suspended || db.paused) return;
+  const now = nowUs();
+  const retryUs = cf.server_login_retry * 1e6;
+  if (pool.lastLoginFailedUs !== 0 && now - pool.lastLoginFailedUs < retryUs) return;
+  if (pool.lastConnectFailedUs !== 0 && now - pool.lastConnectFailedUs < retryUs) return;
+  for (;;) {
+    let client: Client | null = null;
+    for (let c = pool.waitingClients.first(); c !== null; c = c.listNext as Client | null) {
+      if (c.wantsReplicationServer) {
+        client = c;
+        break;
+      }
+    }
+    if (client === null) return;
+    const room = replicationRoom(pool);
+    if (room === 'none') return;
+    // closing a server launches again (disconnectServer): look for a waiting client anew
+    if (room === 'evicted') continue;
+    openServer(pool, client);
+  }
+}
+
+/**
+ * Whether one more server may be opened for a replication client: 'free', 'evicted' (an idle
+ * server was closed to make room: check again) or 'none' (wait for a server to close).
+ */
+function replicationRoom(pool: PgPool): 'free' | 'evicted' | 'none' {
+  const db = pool.db;
+  const size = pool.poolSize;
+  const total = pool.serverCount;
+  if (size > 0 && total >= size) {
+    if (evictIdle((p) => p === pool, null)) return 'evicted';
+    if (!reserveAllowed(pool) || total >= size + pool.reservePoolSize) return 'none';
+    log.conn('log', pool.waitingClients.first() ?? { logPrefix: () => `${db.name}/${pool.user.name}` },
+      'taking connection from reserve_pool');
+  }
+  const maxDb = db.maxDbConnections;
+  if (maxDb > 0 && db.serverCount >= maxDb) {
+    if (evictIdle((p) => p.db === db, null)) return 'evicted';
+    limitHits.max_db_connections++;
+    return 'none';
+  }
+  const maxUser = pool.user.maxUserConnections;
+  if (maxUser > 0 && pool.user.serverCount >= maxUser) {
+    if (evictIdle((p) => p.user === pool.user, null)) return 'evicted';
+    limitHits.max_user_connections++;
+    return 'none';
+  }
+  return 'free';
+}
+
+/** A login of the pool's own (not a replication client's server) is in progress. */
+function pooledLoginInFlight(pool: PgPool): boolean {
+  for (let s = pool.loginServers.first(); s !== null; s = s.listNext as Server | null) {
+    if (s.replication === 'none') return true;
+  }
+  return false;
+}
+
+/** A replication client's server logged in: welcome the client with its parameters and start. */
+function replicationLoginDone(server: Server, params: Array<[string, string]>): void {
+  const client = server.link;
+  if (client === null || client.closed) {
+    disconnectServer(server, true, 'replication client was closed');
+    return;
+  }
+  server.changeState(ServerState.ACTIVE);
+  server.requestTimeUs = nowUs();
+  server.linkEpoch++;
+  server.pool.stats.serverAssignmentCount++;
+  // the welcome goes out before anything the server sends from now on; messages the client
+  // sent early are fed to its stream by finishReplicationLogin and forwarded
+  startForwarding(client, server);
+  client.finishReplicationLogin(params, server.vars);
 }
 
 // ------------------------------------------------------------------ cancel

@@ -12,6 +12,7 @@ import {
 import * as msg from '../protocol/messages.js';
 import { cstrEnd, parseErrorFields } from '../protocol/reader.js';
 import { FORWARD, HANDLED, NEED_FULL, PacketStream, STOP, type Action, type StreamOwner } from '../protocol/stream.js';
+import type { ReplicationMode } from '../protocol/startup.js';
 import { ServerLogin } from '../auth/server-login.js';
 import { prepared, type ServerPrepared } from './prepared.js';
 import type { ListNode, StateList } from './list.js';
@@ -55,6 +56,13 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   /** PostgreSQL's BackendKeyData for this connection (pid + secret) */
   backendKey: Buffer | null = null;
   backendPid = 0;
+  /**
+   * A replication client's own server (PgBouncer 1.23+): linked to that client from its creation,
+   * never idle, never given to anyone else, closed with its client (pooler.ts).
+   */
+  replication: ReplicationMode = 'none';
+  /** startup parameters beyond database, the entry's settings and user (a replication client's) */
+  startupExtra: Array<[string, string]> | null = null;
   /** database generation this server was made for (a changed [databases] entry closes it) */
   readonly generation: number;
   closeNeeded = false;

@@ -73,3 +73,20 @@ export function parseOptionsParameter(value: string): Array<[string, string]> | 
   }
   return out;
 }
+
+export type ReplicationMode = 'none' | 'logical' | 'physical';
+
+/**
+ * The `replication` startup parameter as PostgreSQL reads it (ProcessStartupPacket): exactly
+ * `database` asks for a logical walsender, a boolean for a physical one or none. Booleans are
+ * PostgreSQL's parse_bool: any case-insensitive prefix of true/false/yes/no, `on`, `off` (`of`),
+ * `1`, `0`. null = not a valid value.
+ */
+export function parseReplicationParameter(value: string): ReplicationMode | null {
+  if (value === 'database') return 'logical';
+  const v = value.toLowerCase();
+  const prefixOf = (word: string, min: number): boolean => v.length >= min && word.startsWith(v);
+  if (prefixOf('true', 1) || prefixOf('yes', 1) || prefixOf('on', 2) || v === '1') return 'physical';
+  if (prefixOf('false', 1) || prefixOf('no', 1) || prefixOf('off', 2) || v === '0') return 'none';
+  return null;
+}
