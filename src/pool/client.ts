@@ -34,6 +34,7 @@ import { acceptClientTls, acceptDirectTls } from '../tls/client.js';
 import { adminDb } from './admin-db.js';
 import { usesAuthQuery } from './auth-query.js';
 import { CANCEL_KEY_LEN, CANCEL_KEY_TTL, cancelKeyTtl, makeCancelKey, withCancelKeyTtl } from './cancel-key.js';
+import { forwardCancel, type PeerPool } from './peering.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
 const clientsByKey = new Map<string, Client>();
@@ -99,6 +100,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   closed = false;
   /** for a CancelRequest connection: the client whose query is to be cancelled */
   cancelFor: Client | null = null;
+  /** for a CancelRequest forwarded to another peer: that peer's pool and the key to send it */
+  peerPool: PeerPool | null = null;
+  forwardKey: Buffer | null = null;
   /** cancelKey was issued with peering: it carries peer_id and a TTL */
   cancelKeyPeered = false;
   /** close without a log line */
@@ -200,7 +204,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   changeState(st: ClientState): void {
     if (this.list !== null) (this.list as unknown as StateList<Client>).remove(this);
     this.state = st;
-    const list = st === ClientState.LOGIN ? registry.loginClients : this.pool === null ? null : this.pool.clientList(st);
+    const owner = this.pool ?? this.peerPool;
+    const list = st === ClientState.LOGIN ? registry.loginClients : owner === null ? null : owner.clientList(st);
     if (list !== null) list.append(this);
   }
 
@@ -452,6 +457,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
     const key = b.subarray(8, 8 + CANCEL_KEY_LEN);
     const target = findByCancelKey(key);
+    if (target === undefined && forwardCancel(this, key)) return;
     if (target === undefined || target.pool === null) {
       log.conn('log', this, 'failed cancel request');
       pooler.disconnectClient(this, false, 'failed cancel request');
