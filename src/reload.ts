@@ -18,7 +18,7 @@ import { registry } from './pool/objects.js';
 import { launchNewConnection } from './pool/pooler.js';
 import { dropDatabase, trimPools } from './pool/control.js';
 import { setupTls } from './tls/context.js';
-import { setPeers } from './admin/show.js';
+import { setPeers } from './pool/peering.js';
 import { sdNotify } from './process/systemd.js';
 
 /** inode of the log file when it was last opened: a different one means it was rotated */

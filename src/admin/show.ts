@@ -6,7 +6,6 @@
 import type net from 'node:net';
 import { cf } from '../config/current.js';
 import { showConfigRows } from '../config/settings.js';
-import type { PeerDef } from '../config/types.js';
 import { formatShowTime } from '../log/logger.js';
 import type { Column } from '../protocol/messages.js';
 import type { Client } from '../pool/client.js';
@@ -15,6 +14,7 @@ import { dnsCache } from '../pool/dns.js';
 import { listenerSockets } from '../pool/listener.js';
 import { registry, type PgDatabase, type PgPool } from '../pool/objects.js';
 import { poolerState } from '../pool/pooler.js';
+import { peerCount, peerList, peerPools, sortedPeerPools } from '../pool/peering.js';
 import type { Server } from '../pool/server.js';
 import { APPLICATION_NAME, trackedIndex } from '../pool/varcache.js';
 import { CLIENT_STATE_NAMES, ClientState, SERVER_STATE_NAMES, ServerState } from '../pool/state.js';
@@ -36,13 +36,6 @@ const i = (name: string): Column => ({ name, typeOid: 23, typeLen: 4 });
 const q = (name: string): Column => ({ name, typeOid: 20, typeLen: 8 });
 const n = (name: string): Column => ({ name, typeOid: 1700, typeLen: -1 });
 const b = (name: string): Column => ({ name, typeOid: 17, typeLen: -1 });
-
-/** `[peers]` of the config in force (SHOW PEERS); set at startup and on reload. */
-let peers = new Map<number, PeerDef>();
-
-export function setPeers(p: Map<number, PeerDef>): void {
-  peers = new Map(p);
-}
 
 // ---------------------------------------------------------------------------------------------
 // ordering: PgBouncer keeps databases, users and pools in name order (strcmp)
@@ -159,8 +152,10 @@ function clientShowState(c: Client): string {
 function clientRow(c: Client, state: string, now: number, debug: boolean): Value[] {
   const started = c.queryStartUs !== 0 ? c.queryStartUs : c.waitStartUs;
   const wait = started !== 0 ? Math.max(0, now - started) : 0;
+  // a request forwarded to a peer is in that peer's pool, whose database is named by its [peers] key
+  const db = c.pool !== null ? c.pool.db.name : c.peerPool !== null ? String(c.peerPool.peerId) : '(nodb)';
   const row: Value[] = [
-    'C', c.loginUser?.name ?? '(nouser)', c.pool !== null ? c.pool.db.name : '(nodb)', c.replication, state,
+    'C', c.loginUser?.name ?? '(nouser)', db, c.replication, state,
     c.addr, c.port, c.localAddr, c.localPort, showTime(c.connectTimeUs), showTime(c.requestTimeUs),
     Math.floor(wait / 1e6), wait % 1e6, 0, c.ptr, c.link?.ptr ?? '', c.remotePid, c.tlsInfo,
     c.vars.get(APPLICATION_NAME) ?? '', c.prepared?.size ?? 0, c.id,
@@ -187,6 +182,11 @@ export function showClients(): ResultSet {
   const rows: Value[][] = [];
   for (const p of sortedPools()) {
     for (const list of [p.activeClients, p.waitingClients, p.activeCancelReqs, p.waitingCancelReqs]) {
+      for (const c of list) rows.push(clientRow(c, clientShowState(c), now, false));
+    }
+  }
+  for (const p of sortedPeerPools()) {
+    for (const list of [p.activeCancelReqs, p.waitingCancelReqs]) {
       for (const c of list) rows.push(clientRow(c, clientShowState(c), now, false));
     }
   }
@@ -244,10 +244,12 @@ export function showPools(): ResultSet {
 }
 
 function showPeerPools(): ResultSet {
-  // peer pools exist only while cancel requests are forwarded to peers: pgbun forwards none yet
+  // a peer has a pool once a cancel request has been forwarded to it
+  const rows = sortedPeerPools().map((p): Value[] => [p.peerId, p.activeCancelReqs.count, p.waitingCancelReqs.count,
+    p.activeCancelServers.count, p.loginServers.count]);
   return {
     cols: [i('peer_id'), i('cl_active_cancel_req'), i('cl_waiting_cancel_req'), i('sv_active_cancel'), i('sv_login')],
-    rows: [],
+    rows,
   };
 }
 
@@ -255,9 +257,9 @@ export function showLists(): ResultSet {
   const rows: Value[][] = [
     ['databases', registry.databases.size],
     ['users', registry.users.size],
-    ['peers', peers.size],
+    ['peers', peerCount()],
     ['pools', registry.pools.length],
-    ['peer_pools', 0],
+    ['peer_pools', peerPools.size],
     ['free_clients', 0],
     ['used_clients', registry.clientCount],
     ['login_clients', registry.loginClients.count],
@@ -301,8 +303,7 @@ export function showDatabases(): ResultSet {
 }
 
 function showPeers(): ResultSet {
-  const rows = [...peers.values()].sort((a, c) => a.peer_id - c.peer_id)
-    .map((p): Value[] => [p.peer_id, p.host, p.port, p.pool_size ?? cf.default_pool_size]);
+  const rows = peerList().map((p): Value[] => [p.peer_id, p.host, p.port, p.pool_size ?? cf.default_pool_size]);
   return { cols: [i('peer_id'), t('host'), i('port'), i('pool_size')], rows };
 }
 
@@ -373,8 +374,8 @@ function showMem(): ResultSet {
     ['user_cache', 2312, registry.users.size],
     ['credentials_cache', 1064, registry.users.size],
     ['db_cache', 208, registry.databases.size],
-    ['peer_cache', 208, peers.size],
-    ['peer_pool_cache', 552, 0],
+    ['peer_cache', 208, peerCount()],
+    ['peer_pool_cache', 552, peerPools.size],
     ['pool_cache', 552, registry.pools.length],
     ['outstanding_request_cache', 32, 0],
     ['server_cache', 608, registry.serverCount],

@@ -33,9 +33,22 @@ import { findDatabase } from './databases.js';
 import { acceptClientTls, acceptDirectTls } from '../tls/client.js';
 import { adminDb } from './admin-db.js';
 import { usesAuthQuery } from './auth-query.js';
+import { CANCEL_KEY_LEN, CANCEL_KEY_TTL, cancelKeyTtl, makeCancelKey, withCancelKeyTtl } from './cancel-key.js';
+import { forwardCancel, type PeerPool } from './peering.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
 const clientsByKey = new Map<string, Client>();
+
+/**
+ * The client a CancelRequest's key names. A request forwarded by a peer has a lower TTL than the
+ * key that was issued (cancel-key.ts): for a key issued with peering only the TTL may differ.
+ */
+function findByCancelKey(key: Buffer): Client | undefined {
+  const exact = clientsByKey.get(key.toString('hex'));
+  if (exact !== undefined || cancelKeyTtl(key) === CANCEL_KEY_TTL) return exact;
+  const c = clientsByKey.get(withCancelKeyTtl(key, CANCEL_KEY_TTL).toString('hex'));
+  return c?.cancelKeyPeered === true ? c : undefined;
+}
 
 /** biggest startup-phase packet we accept (PostgreSQL's MAX_STARTUP_PACKET_LENGTH) */
 const MAX_STARTUP_PACKET = 10000;
@@ -90,6 +103,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   closed = false;
   /** for a CancelRequest connection: the client whose query is to be cancelled */
   cancelFor: Client | null = null;
+  /** for a CancelRequest forwarded to another peer: that peer's pool and the key to send it */
+  peerPool: PeerPool | null = null;
+  forwardKey: Buffer | null = null;
+  /** cancelKey was issued with peering: it carries peer_id and a TTL */
+  cancelKeyPeered = false;
   /** close without a log line */
   silent = false;
   /**
@@ -189,7 +207,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   changeState(st: ClientState): void {
     if (this.list !== null) (this.list as unknown as StateList<Client>).remove(this);
     this.state = st;
-    const list = st === ClientState.LOGIN ? registry.loginClients : this.pool === null ? null : this.pool.clientList(st);
+    const owner = this.pool ?? this.peerPool;
+    const list = st === ClientState.LOGIN ? registry.loginClients : owner === null ? null : owner.clientList(st);
     if (list !== null) list.append(this);
   }
 
@@ -448,8 +467,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       this.fail(`bad packet header: '${hdr2hex(b, 0, len)}'`);
       return;
     }
-    const key = b.toString('hex', 8, 16);
-    const target = clientsByKey.get(key);
+    const key = b.subarray(8, 8 + CANCEL_KEY_LEN);
+    const target = findByCancelKey(key);
+    if (target === undefined && forwardCancel(this, key)) return;
     if (target === undefined || target.pool === null) {
       log.conn('log', this, 'failed cancel request');
       pooler.disconnectClient(this, false, 'failed cancel request');
@@ -683,13 +703,18 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (!this.closed && !this.stream.isWaiting) this.socket.resume();
   }
 
-  /** PgBouncer's own BackendKeyData: 8 random bytes, the top bit of the first cleared. */
+  /** PgBouncer's own BackendKeyData (cancel-key.ts): random, with peer_id and TTL when peering. */
   newCancelKey(): Buffer {
-    // a copy: the key outlives the login and is compared byte for byte
-    const key = Buffer.from(randomSmall(8));
-    key[0]! &= 0x7f;
+    const peerId = cf.peer_id;
+    let key: Buffer;
+    let hex: string;
+    do {
+      key = makeCancelKey(randomSmall(CANCEL_KEY_LEN), peerId);
+      hex = key.toString('hex');
+    } while (clientsByKey.has(hex));
     this.cancelKey = key;
-    clientsByKey.set(key.toString('hex'), this);
+    this.cancelKeyPeered = peerId > 0;
+    clientsByKey.set(hex, this);
     return key;
   }
 
