@@ -191,9 +191,10 @@ function checkIdleServers(pool: PgPool, now: number): void {
 
 function checkLoginServers(pool: PgPool, now: number): void {
   const t = cf.server_connect_timeout * 1e6;
-  if (t <= 0) return;
   for (const s of pool.loginServers.toArray()) {
-    if (now - s.connectTimeUs > t) serverConnectFailed(s, 'connect timeout');
+    // tagged dirty while logging in (PgPool.tagDirty): its login would use the old settings
+    if (s.closeNeeded || s.generation !== pool.db.generation) disconnectServer(s, true, 'connect parameters changed');
+    else if (t > 0 && now - s.connectTimeUs > t) serverConnectFailed(s, 'connect timeout');
   }
 }
 
