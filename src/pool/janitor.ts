@@ -37,6 +37,7 @@ function janitorTick(): void {
     checkWaitingClients(pool, now);
     checkActiveClients(pool, now);
     checkActiveServers(pool, now);
+    checkFastClose(pool);
     checkIdleServers(pool, now);
     checkLoginServers(pool, now);
     checkPoolSize(pool, now);
@@ -149,6 +150,21 @@ function checkActiveServers(pool: PgPool, now: number): void {
     } else if (itt > 0 && s.txStatus !== TX_IDLE && s.pendingRfq === 0 && !s.unsynced &&
       now - Math.max(s.lastPacketUs, s.link.requestTimeUs) > itt) {
       disconnectServer(s, true, 'idle transaction timeout');
+    }
+  }
+}
+
+/**
+ * server_fast_close: in session mode a server that must be closed (RECONNECT, a changed
+ * configuration) goes as soon as it is between two transactions, with its client, instead of
+ * when the client leaves; as in PgBouncer's janitor, an idle session does not have to send
+ * another query first (pooler.onReadyForQuery does it at once when a transaction ends).
+ */
+function checkFastClose(pool: PgPool): void {
+  if (!cf.server_fast_close || pool.poolMode !== 'session') return;
+  for (const s of pool.activeServers.toArray()) {
+    if (s.link !== null && s.ready && (s.closeNeeded || s.generation !== pool.db.generation)) {
+      disconnectServer(s, true, 'database configuration changed');
     }
   }
 }

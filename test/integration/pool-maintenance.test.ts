@@ -1,6 +1,7 @@
 // Pool upkeep observed through the admin console: one server login in flight per pool,
-// pool_idle_timeout, server_fast_close after RECONNECT, and the cancel queue (at most
-// 2 x pool_size cancel connections, cancel_wait_timeout for the rest).
+// pool_idle_timeout, server_fast_close after RECONNECT (at the end of a transaction, and for an
+// idle session at once), and the cancel queue (at most 2 x pool_size cancel connections,
+// cancel_wait_timeout for the rest).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
@@ -119,6 +120,19 @@ describe('server_fast_close', () => {
     const commit = await client.query('COMMIT');
     assert.deepEqual(commit.tags, ['COMMIT']);
     await expectFatal(client, 'database configuration changed');
+    await fast.waitForLog(closingRe('C', TEST_DB, 'trust_user', 'database configuration changed'), 5000, from);
+    admin.destroy();
+  });
+
+  test('with server_fast_close = 1 an idle session is closed soon after RECONNECT, without sending anything', async () => {
+    const admin = await adminLogin(fast);
+    const { client } = await login(fast, 'trust_user', TEST_DB);
+    assert.deepEqual((await client.query('SELECT 1')).rows, [['1']]);
+    const from = fast.logOffset();
+    assert.deepEqual((await admin.query('RECONNECT')).tags, ['RECONNECT']);
+    // the janitor closes it: the FATAL arrives although the client sent nothing
+    await expectFatal(client, 'database configuration changed', 5000);
+    await fast.waitForLog(closingRe('S', TEST_DB, 'trust_user', 'database configuration changed'), 5000, from);
     await fast.waitForLog(closingRe('C', TEST_DB, 'trust_user', 'database configuration changed'), 5000, from);
     admin.destroy();
   });
