@@ -72,7 +72,10 @@ function checkIdlePools(now: number): void {
       continue;
     }
     if (p.emptySinceUs === 0) p.emptySinceUs = now;
-    else if (cf.pool_idle_timeout > 0 && now - p.emptySinceUs > cf.pool_idle_timeout * 1e6) registry.removePool(p);
+    else if (cf.pool_idle_timeout > 0 && now - p.emptySinceUs > cf.pool_idle_timeout * 1e6) {
+      log.log(`cleaning up idle pool: ${p.db.name}/${p.user.name}`);
+      registry.removePool(p);
+    }
   }
   for (const db of Array.from(registry.databases.values())) {
     if (!db.autodb) continue;

@@ -73,13 +73,16 @@ describe('pool_idle_timeout', () => {
     await b?.stop();
   });
 
-  test('a pool without clients and servers disappears from SHOW POOLS', async () => {
+  test('a pool without clients and servers disappears from SHOW POOLS, with a log line', async () => {
     const admin = await adminLogin(b);
     const { client } = await login(b, 'trust_user', TEST_DB);
     await client.query('SELECT 1');
+    const off = b.logOffset();
     await client.terminate();
     assert.ok(poolRow(await show(admin, 'SHOW POOLS'), TEST_DB), 'the pool exists right after the client left');
     await waitUntil('pool freed', async () => poolRow(await show(admin, 'SHOW POOLS'), TEST_DB) === undefined, (gone) => gone, 6000, 100);
+    const line = await b.waitForLog(/cleaning up idle pool/, 3000, off);
+    assert.match(line, new RegExp(`^\\S+ \\S+ \\S+ \\[\\d+\\] LOG cleaning up idle pool: ${TEST_DB}/trust_user$`));
     // a new client makes a new pool and works
     const again = await login(b, 'trust_user', TEST_DB);
     const r = await again.client.query('SELECT 2');
