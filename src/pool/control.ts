@@ -254,11 +254,7 @@ export function findClientById(id: number): Client | null {
 
 /** RECONNECT: every server of the database(s) is closed when next released. */
 export function reconnect(db: PgDatabase | null): void {
-  for (const p of poolsOf(db)) {
-    p.forEachServer((s) => {
-      s.closeNeeded = true;
-    }, SERVER_STATES_COUNTED);
-  }
+  for (const p of poolsOf(db)) p.tagDirty();
   maintain();
 }
 

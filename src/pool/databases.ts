@@ -59,7 +59,7 @@ export function applyConfig(cfg: LoadedConfig, authUsers: Map<string, string> | 
     seen.add(name);
     const old = registry.databases.get(name);
     if (old) {
-      if (old.def !== null && !sameServerDefinition(old.def, def)) old.generation++;
+      if (old.def !== null && !sameServerDefinition(old.def, def)) definitionChanged(old);
       old.autodb = false;
       old.applyDef(def);
       setForcedUser(old, def);
@@ -77,7 +77,7 @@ export function applyConfig(cfg: LoadedConfig, authUsers: Map<string, string> | 
       if (autodbTemplate === null) removed.push(db);
       else {
         const def = autodbDef(name, autodbTemplate);
-        if (db.def !== null && !sameServerDefinition(db.def, def)) db.generation++;
+        if (db.def !== null && !sameServerDefinition(db.def, def)) definitionChanged(db);
         db.applyDef(def);
         setForcedUser(db, def);
       }
@@ -86,6 +86,15 @@ export function applyConfig(cfg: LoadedConfig, authUsers: Map<string, string> | 
     removed.push(db);
   }
   return removed;
+}
+
+/**
+ * A changed [databases] entry (PgBouncer's tag_database_dirty): its servers are closed when
+ * released, and clients logging in from now on wait for a login with the new definition.
+ */
+function definitionChanged(db: PgDatabase): void {
+  db.generation++;
+  for (const p of db.pools.values()) p.forgetWelcome();
 }
 
 function setForcedUser(db: PgDatabase, def: DatabaseDef): void {

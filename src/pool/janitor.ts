@@ -37,6 +37,7 @@ function janitorTick(): void {
     checkWaitingClients(pool, now);
     checkActiveClients(pool, now);
     checkActiveServers(pool, now);
+    checkFastClose(pool);
     checkIdleServers(pool, now);
     checkLoginServers(pool, now);
     checkPoolSize(pool, now);
@@ -71,7 +72,10 @@ function checkIdlePools(now: number): void {
       continue;
     }
     if (p.emptySinceUs === 0) p.emptySinceUs = now;
-    else if (cf.pool_idle_timeout > 0 && now - p.emptySinceUs > cf.pool_idle_timeout * 1e6) registry.removePool(p);
+    else if (cf.pool_idle_timeout > 0 && now - p.emptySinceUs > cf.pool_idle_timeout * 1e6) {
+      log.log(`cleaning up idle pool: ${p.db.name}/${p.user.name}`);
+      registry.removePool(p);
+    }
   }
   for (const db of Array.from(registry.databases.values())) {
     if (!db.autodb) continue;
@@ -153,6 +157,21 @@ function checkActiveServers(pool: PgPool, now: number): void {
   }
 }
 
+/**
+ * server_fast_close: in session mode a server that must be closed (RECONNECT, a changed
+ * configuration) goes as soon as it is between two transactions, with its client, instead of
+ * when the client leaves; as in PgBouncer's janitor, an idle session does not have to send
+ * another query first (pooler.onReadyForQuery does it at once when a transaction ends).
+ */
+function checkFastClose(pool: PgPool): void {
+  if (!cf.server_fast_close || pool.poolMode !== 'session') return;
+  for (const s of pool.activeServers.toArray()) {
+    if (s.link !== null && s.ready && (s.closeNeeded || s.generation !== pool.db.generation)) {
+      disconnectServer(s, true, 'database configuration changed');
+    }
+  }
+}
+
 function checkIdleServers(pool: PgPool, now: number): void {
   const idleTimeout = cf.server_idle_timeout * 1e6;
   const lifetime = pool.db.serverLifetime * 1e6;
@@ -191,9 +210,10 @@ function checkIdleServers(pool: PgPool, now: number): void {
 
 function checkLoginServers(pool: PgPool, now: number): void {
   const t = cf.server_connect_timeout * 1e6;
-  if (t <= 0) return;
   for (const s of pool.loginServers.toArray()) {
-    if (now - s.connectTimeUs > t) serverConnectFailed(s, 'connect timeout');
+    // tagged dirty while logging in (PgPool.tagDirty): its login would use the old settings
+    if (s.closeNeeded || s.generation !== pool.db.generation) disconnectServer(s, true, 'connect parameters changed');
+    else if (t > 0 && now - s.connectTimeUs > t) serverConnectFailed(s, 'connect timeout');
   }
 }
 

@@ -10,7 +10,7 @@ import type { Server } from './server.js';
 import { PoolStats } from '../stats/counters.js';
 import { PoolLatency } from '../stats/latency.js';
 import type { VarCache } from './varcache.js';
-import { ClientState, SERVER_STATES_SHOWN, ServerState } from './state.js';
+import { ClientState, SERVER_STATES_COUNTED, SERVER_STATES_SHOWN, ServerState } from './state.js';
 
 /** A user known to pgbun: from auth_file, [users], auth_query or a forced `user=`. */
 export class PgUser {
@@ -220,6 +220,26 @@ export class PgPool {
       const list = this.serverList(st);
       if (list !== null && list.count > 0) for (const s of list.toArray()) fn(s);
     }
+  }
+
+  /**
+   * PgBouncer's tag_pool_dirty (RECONNECT, a changed server-side TLS configuration): every
+   * server is closed once it is released, and the welcome is forgotten, so that clients logging
+   * in from now on wait for a server login made with the new settings (and get its error if it
+   * fails) instead of being welcomed with the old server's parameters.
+   */
+  tagDirty(): void {
+    if (this.db.admin) return;
+    this.forgetWelcome();
+    this.forEachServer((s) => {
+      s.closeNeeded = true;
+    }, SERVER_STATES_COUNTED);
+  }
+
+  /** The next server login provides the welcome (a changed [databases] entry, tagDirty). */
+  forgetWelcome(): void {
+    this.welcome = null;
+    this.welcomeVars = null;
   }
 
   /** all server connections that count against pool_size (cancel connections do not) */

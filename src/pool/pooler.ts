@@ -111,20 +111,19 @@ export function findServer(client: Client): boolean {
 }
 
 /**
- * A server login has been failing: a client needing a server while the pool has none gets the
- * cached error instead of waiting (server_login_retry).
+ * The pool's last server connect or login failed and it has no server: a client needing one is
+ * not queued but gets the cached error at once (PgBouncer's check_fast_fail). That holds until
+ * a login succeeds, also once server_login_retry is over: then the client that finds the pool so
+ * still gets the error, and its request starts the next attempt. The janitor only connects for
+ * waiting clients, and there are none, so without it the pool would never try again.
  */
 function checkFastFail(client: Client): boolean {
   const pool = client.pool!;
   if (pool.lastLoginError === null) return true;
   if (pool.serverCount - pool.loginServers.count > 0) return true;
-  if (nowUs() - pool.lastLoginFailedUs > cf.server_login_retry * 1e6) {
-    pool.lastLoginFailedUs = 0;
-    launchNewConnection(pool);
-    return true;
-  }
   disconnectClient(client, true,
     `server login has been failing, cached error: ${pool.lastLoginError.message} (server_login_retry)`);
+  launchNewConnection(pool);
   return false;
 }
 
@@ -184,6 +183,13 @@ function hasWaitingForServer(pool: PgPool): boolean {
 /** Login finished (ReadyForQuery): the first one of a pool provides the welcome. */
 export function serverLoginDone(server: Server, params: Array<[string, string]>): void {
   const pool = server.pool;
+  // RECONNECT or a configuration change came during this login (PgPool.tagDirty): its
+  // parameters are the old ones, so it is no welcome; the clients waiting get a new login
+  if (server.closeNeeded || server.generation !== pool.db.generation) {
+    disconnectServer(server, true, 'connect parameters changed');
+    if (pool.waitingClients.count > 0) launchNewConnection(pool);
+    return;
+  }
   pool.lastLoginError = null;
   pool.lastLoginFailedUs = 0;
   pool.lastConnectFailedUs = 0;
@@ -214,8 +220,8 @@ function welcomeWaitingClients(pool: PgPool): void {
 }
 
 /**
- * Server login failed. An ErrorResponse from the server is relayed to the clients waiting for
- * the pool's welcome (with the server's SQLSTATE) and cached for server_login_retry.
+ * Server login failed. An ErrorResponse from the server is relayed to every client waiting in
+ * the pool (with the server's SQLSTATE) and cached for server_login_retry.
  */
 export function serverLoginFailed(server: Server, sqlstate: string, message: string, fromServer: boolean): void {
   const pool = server.pool;
@@ -237,12 +243,13 @@ export function serverLoginFailed(server: Server, sqlstate: string, message: str
   const err = { sqlstate: fromServer ? sqlstate : '08P01', message };
   pool.lastLoginError = err;
   pool.lastLoginFailedUs = nowUs();
-  disconnectServer(server, false, fromServer ? 'login failed' : message);
   // every client waiting for this pool gets the server's error now (PgBouncer's
   // kill_pool_logins): those waiting for the welcome, those waiting to run auth_query
   // (auth-query.ts), and those queued for a server, which would otherwise wait out
-  // query_wait_timeout for a login that keeps failing
+  // query_wait_timeout for a login that keeps failing. Then the server is closed with the same
+  // reason, as PgBouncer 1.25 logs it: one failed login, one line per client and one for the server.
   for (const c of pool.waitingClients.toArray()) disconnectClient(c, true, message, err.sqlstate);
+  disconnectServer(server, false, message);
 }
 
 /**
@@ -520,7 +527,9 @@ export function launchNewConnection(pool: PgPool): void {
   if (pool.lastConnectFailedUs !== 0 && now - pool.lastConnectFailedUs < retryUs) return;
   const size = pool.poolSize;
   const total = pool.serverCount;
-  if (size > 0 && total >= size) {
+  // a pool without a welcome (new, or tagged dirty by RECONNECT or a configuration change) may
+  // go over pool_size for it, as in PgBouncer: its servers may all be old ones waiting to close
+  if (size > 0 && total >= size && pool.welcome !== null) {
     if (!reserveAllowed(pool) || total >= size + pool.reservePoolSize) return;
     log.conn('log', firstWaiting(pool) ?? { logPrefix: () => `${db.name}/${pool.user.name}` },
       'taking connection from reserve_pool');

@@ -14,7 +14,6 @@ import { log } from '../log/logger.js';
 import { registry } from '../pool/objects.js';
 import { upgradedTlsVerifies } from '../runtime/handles.js';
 import { runtimeName } from '../runtime/name.js';
-import { SERVER_STATES_COUNTED } from '../pool/state.js';
 
 /** pgbun as the TLS server, towards clients. */
 export interface ClientSideTls {
@@ -297,7 +296,7 @@ export function setupTls(_startup: boolean): string | null {
   const oldPrint = serverSide?.fingerprint ?? 'disable';
   clientSide = c;
   serverSide = s;
-  if ((s?.fingerprint ?? 'disable') !== oldPrint && !_startup) markServersCloseNeeded();
+  if ((s?.fingerprint ?? 'disable') !== oldPrint && !_startup) tagPoolsDirty();
   return null;
 }
 
@@ -312,10 +311,6 @@ export function reloadTls(): string | null {
   return err;
 }
 
-function markServersCloseNeeded(): void {
-  for (const pool of registry.pools) {
-    pool.forEachServer((s) => {
-      s.closeNeeded = true;
-    }, SERVER_STATES_COUNTED);
-  }
+function tagPoolsDirty(): void {
+  for (const pool of registry.pools) pool.tagDirty();
 }

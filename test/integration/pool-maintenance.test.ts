@@ -1,6 +1,7 @@
 // Pool upkeep observed through the admin console: one server login in flight per pool,
-// pool_idle_timeout, server_fast_close after RECONNECT, and the cancel queue (at most
-// 2 x pool_size cancel connections, cancel_wait_timeout for the rest).
+// pool_idle_timeout, server_fast_close after RECONNECT (at the end of a transaction, and for an
+// idle session at once), and the cancel queue (at most 2 x pool_size cancel connections,
+// cancel_wait_timeout for the rest).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
@@ -72,13 +73,16 @@ describe('pool_idle_timeout', () => {
     await b?.stop();
   });
 
-  test('a pool without clients and servers disappears from SHOW POOLS', async () => {
+  test('a pool without clients and servers disappears from SHOW POOLS, with a log line', async () => {
     const admin = await adminLogin(b);
     const { client } = await login(b, 'trust_user', TEST_DB);
     await client.query('SELECT 1');
+    const off = b.logOffset();
     await client.terminate();
     assert.ok(poolRow(await show(admin, 'SHOW POOLS'), TEST_DB), 'the pool exists right after the client left');
     await waitUntil('pool freed', async () => poolRow(await show(admin, 'SHOW POOLS'), TEST_DB) === undefined, (gone) => gone, 6000, 100);
+    const line = await b.waitForLog(/cleaning up idle pool/, 3000, off);
+    assert.match(line, new RegExp(`^\\S+ \\S+ \\S+ \\[\\d+\\] LOG cleaning up idle pool: ${TEST_DB}/trust_user$`));
     // a new client makes a new pool and works
     const again = await login(b, 'trust_user', TEST_DB);
     const r = await again.client.query('SELECT 2');
@@ -119,6 +123,19 @@ describe('server_fast_close', () => {
     const commit = await client.query('COMMIT');
     assert.deepEqual(commit.tags, ['COMMIT']);
     await expectFatal(client, 'database configuration changed');
+    await fast.waitForLog(closingRe('C', TEST_DB, 'trust_user', 'database configuration changed'), 5000, from);
+    admin.destroy();
+  });
+
+  test('with server_fast_close = 1 an idle session is closed soon after RECONNECT, without sending anything', async () => {
+    const admin = await adminLogin(fast);
+    const { client } = await login(fast, 'trust_user', TEST_DB);
+    assert.deepEqual((await client.query('SELECT 1')).rows, [['1']]);
+    const from = fast.logOffset();
+    assert.deepEqual((await admin.query('RECONNECT')).tags, ['RECONNECT']);
+    // the janitor closes it: the FATAL arrives although the client sent nothing
+    await expectFatal(client, 'database configuration changed', 5000);
+    await fast.waitForLog(closingRe('S', TEST_DB, 'trust_user', 'database configuration changed'), 5000, from);
     await fast.waitForLog(closingRe('C', TEST_DB, 'trust_user', 'database configuration changed'), 5000, from);
     admin.destroy();
   });
