@@ -742,7 +742,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       case COPY_DATA:
       case COPY_DONE:
       case F_COPY_FAIL:
-        // late COPY messages after the server was released are dropped
+        // the console refuses them; late COPY messages after the server was released are dropped
+        if (this.db!.admin) break;
         if (this.link === null) return HANDLED;
         if (type !== COPY_DATA) this.link.noteCopyEnd();
         return FORWARD;
