@@ -49,9 +49,7 @@ function link(client: Client, server: Server): boolean {
   client.link = server;
   server.link = client;
   if (client.state === ClientState.WAITING) {
-    pool.stats.waitTime += now - client.waitStartUs;
-    pool.latency.wait.observe(now - client.waitStartUs);
-    client.waitStartUs = 0;
+    client.endWait(now);
     client.changeState(ClientState.ACTIVE);
   }
   server.changeState(ServerState.ACTIVE);

@@ -280,7 +280,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       this.rawData(chunk);
       return;
     }
-    this.pool.stats.serverBytes += chunk.length;
+    // total_sent: what the server answers once logged in (PgBouncer leaves the login out)
+    if (this.state !== ServerState.LOGIN) this.pool.stats.serverBytes += chunk.length;
     this.stream.feed(chunk);
   };
 

@@ -571,6 +571,36 @@ describe('SHOW values', () => {
   });
 });
 
+describe('SHOW STATS counts what PgBouncer counts', () => {
+  test('bytes: client messages but Terminate, server answers but the login; console sessions not; the first login wait', async () => {
+    const p = await startAdminBouncer(pg);
+    try {
+      const admin = await adminLogin(p);
+      const c = await userLogin(p, TEST_DB);
+      const r = await c.query('SELECT 1');
+      assert.deepEqual(r.rows, [['1']]);
+      const answer = r.messages.reduce((n, m) => n + 5 + m.body.length, 0);
+      await c.terminate();
+      await c.closedPromise;
+      const query = 1 + 4 + 'SELECT 1'.length + 1;
+      await eventually('the client gone', async () => (await show(admin, 'SHOW CLIENTS')).every((x) => x.database !== TEST_DB));
+      const row = (await show(admin, 'SHOW STATS_TOTALS')).find((x) => x.database === TEST_DB);
+      assert.equal(row!.bytes_received, String(query), 'the Query, not the Terminate');
+      assert.equal(row!.bytes_sent, String(answer), 'the answer to the Query, not the server login');
+      // the first client of a pool waits for the pool's first server login: that is wait time
+      assert.ok(Number(row!.wait_time) > 0, `wait_time ${row!.wait_time}`);
+      // console queries are counted as transactions and queries, their bytes are not
+      const console = (await show(admin, 'SHOW STATS_TOTALS')).find((x) => x.database === 'pgbouncer')!;
+      assert.ok(Number(console.query_count) > 0);
+      assert.equal(console.bytes_received, '0');
+      assert.equal(console.bytes_sent, '0');
+      await admin.terminate();
+    } finally {
+      await p.stop();
+    }
+  });
+});
+
 describe('a psql session can run every command of SHOW HELP', () => {
   test('SHOW ..., SET, RELOAD, PAUSE, RESUME, DISABLE, ENABLE, RECONNECT, KILL, KILL_CLIENT, SUSPEND, WAIT_CLOSE, SHUTDOWN', async () => {
     const p = await startAdminBouncer(pg);
