@@ -507,13 +507,18 @@ describe('SHOW values', () => {
     assert.deepEqual(await show(admin, 'SHOW DNS_ZONES'), []);
     assert.deepEqual(await show(admin, 'SHOW STATE'), [
       { key: 'active', value: 'yes' }, { key: 'paused', value: 'no' }, { key: 'suspended', value: 'no' }]);
+    const pooled = await userLogin(b, TEST_DB);
     const fds = await show(admin, 'SHOW FDS');
     const listeners = fds.filter((r) => r.task === 'pooler');
     assert.deepEqual(listeners.map((r) => [r.addr, r.port]), [['127.0.0.1', String(b.port)], ['unix', String(b.port)]]);
     for (const r of fds) assert.ok(Number(r.fd) > 2);
-    const me = fds.find((r) => r.task === 'client' && r.user === ADMIN);
-    assert.ok(me, 'the admin connection itself');
-    assert.match(me.cancel!, /^-?\d+$/);
+    const client = fds.find((r) => r.task === 'client' && r.user === 'trust_user' && r.database === TEST_DB);
+    assert.ok(client, 'a pooled client');
+    assert.equal(client.database, TEST_DB);
+    assert.match(client.cancel!, /^-?\d+$/);
+    // the console's own connections are not handed over (the -R takeover is one of them)
+    assert.deepEqual(fds.filter((r) => r.database === 'pgbouncer'), []);
+    pooled.destroy();
   });
 
   test('STATS, STATS_TOTALS, TOTALS count per database; averages over stats_period; the stats log line', async () => {
