@@ -61,7 +61,9 @@ function loadOrDie(opts: StartOptions): LoadedConfig {
 export async function start(opts: StartOptions): Promise<void> {
   setExitHandler(exitNow);
   const daemonChild = isDaemonChild();
-  log.setStderr(!opts.quiet && !opts.daemon && !daemonChild);
+  // -d silences stderr only in the daemon: what stops the start before it (the config, a
+  // missing pidfile) is printed, as PgBouncer does until it detaches
+  log.setStderr(!opts.quiet && !daemonChild);
   log.setVerbose(opts.verbose);
 
   const config = loadOrDie(opts);

@@ -35,10 +35,14 @@ function send(client: Client, parts: Buffer[]): void {
 }
 
 /** ERROR + ReadyForQuery; logged like PgBouncer's admin_error(): ERROR line, then `pooler error`. */
-function sendError(ctx: Ctx, text: string, sqlstate = '08P01'): void {
+export function adminError(client: Client, text: string, sqlstate = '08P01'): void {
   log.error(text);
-  if (cf.log_pooler_errors) log.conn('warning', ctx.client, `pooler error: ${text}`);
-  send(ctx.client, [msg.errorResponse('ERROR', sqlstate, text), msg.readyForQuery('I')]);
+  if (cf.log_pooler_errors) log.conn('warning', client, `pooler error: ${text}`);
+  send(client, [msg.errorResponse('ERROR', sqlstate, text), msg.readyForQuery('I')]);
+}
+
+function sendError(ctx: Ctx, text: string, sqlstate = '08P01'): void {
+  adminError(ctx.client, text, sqlstate);
 }
 
 function syntaxError(ctx: Ctx): void {

@@ -3,7 +3,7 @@
 // commands.ts.
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
-import { F_BIND, F_DESCRIBE, F_EXECUTE, F_PARSE, F_QUERY } from '../protocol/constants.js';
+import { F_BIND, F_EXECUTE, F_PARSE, F_QUERY } from '../protocol/constants.js';
 import { registerAdminDb } from '../pool/admin-db.js';
 import * as msg from '../protocol/messages.js';
 import { cstrEnd } from '../protocol/reader.js';
@@ -14,7 +14,7 @@ import { registry, type PgUser } from '../pool/objects.js';
 import { ClientState } from '../pool/state.js';
 import { trackedIndex, trackedNames } from '../pool/varcache.js';
 import { log } from '../log/logger.js';
-import { adminCancelRequest, adminIsWaiting, runAdminCommand } from './commands.js';
+import { adminCancelRequest, adminError, adminIsWaiting, runAdminCommand } from './commands.js';
 import { nowUs } from '../pool/clock.js';
 import { peerUid } from '../auth/peer.js';
 
@@ -90,13 +90,12 @@ function welcomeAdmin(client: Client): void {
 /** Console messages: simple Query only. */
 function adminOnMessage(client: Client, type: number, len: number, buf: Buffer, start: number, complete: boolean): Action {
   if (type !== F_QUERY) {
-    if (type === F_PARSE || type === F_BIND || type === F_EXECUTE || type === F_DESCRIBE) {
-      client.send(msg.errorResponse('ERROR', '08P01', 'extended query protocol not supported by admin console'));
-      client.fail('bad packet');
-    } else {
-      client.send(msg.errorResponse('ERROR', '08P01', `unsupported packet type for admin console: ${type}`));
-      client.fail(`unsupported packet type for admin console: ${type}`);
-    }
+    // as PgBouncer's admin_handle_client(): an ERROR with its ReadyForQuery, then FATAL `bad
+    // packet`; Parse, Bind and Execute only get a more helpful ERROR text
+    adminError(client, type === F_PARSE || type === F_BIND || type === F_EXECUTE
+      ? 'extended query protocol not supported by admin console'
+      : `unsupported packet type for admin console: ${type}`);
+    client.fail('bad packet');
     return STOP;
   }
   if (!complete) return NEED_FULL;

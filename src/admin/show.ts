@@ -353,6 +353,8 @@ function showFds(): ResultSet {
   };
   for (const c of registry.loginClients) client(c);
   for (const p of sortedPools()) {
+    // as PgBouncer: the console's connections (the -R takeover's own among them) stay behind
+    if (p.db.admin) continue;
     for (const c of p.activeClients) client(c);
     for (const c of p.waitingClients) client(c);
     p.forEachServer(server, SOCKET_SERVER_STATES);

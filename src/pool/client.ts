@@ -149,7 +149,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   /** (Re)attach socket events; TLS replaces the socket with the encrypted one. */
   private readonly onData = (chunk: Buffer): void => {
     if (this.loggedIn) {
-      if (this.pool !== null) this.pool.stats.clientBytes += chunk.length;
+      // total_received: bytes of pooled clients, not of console sessions (as PgBouncer)
+      if (this.pool !== null && !this.pool.db.admin) this.pool.stats.clientBytes += chunk.length;
       this.stream.feed(chunk);
     } else {
       this.onLoginData(chunk);
@@ -682,10 +683,21 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     parts.push(msg.backendKeyData(this.newCancelKey()));
     if (cf.login_notify_message) parts.push(msg.notice(cf.login_notify_message));
     parts.push(msg.readyForQuery('I'));
+    // the wait for the pool's first server login is wait time too, as in PgBouncer
+    if (this.state === ClientState.WAITING_LOGIN) this.endWait(nowUs());
     this.waitStartUs = 0;
     this.changeState(ClientState.ACTIVE);
     pool.stats.clientLoginCount++;
     this.enterPooling(Buffer.concat(parts));
+  }
+
+  /** The wait for a server is over: SHOW STATS' wait_time and the wait histogram count it. */
+  endWait(now: number): void {
+    if (this.waitStartUs === 0) return;
+    const pool = this.pool!;
+    pool.stats.waitTime += now - this.waitStartUs;
+    pool.latency.wait.observe(now - this.waitStartUs);
+    this.waitStartUs = 0;
   }
 
   /** Switch from the login parser to the message stream. */
@@ -697,7 +709,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     this.socket.write(fin === null ? welcome : Buffer.concat([fin, welcome]));
     const rest = this.loginBuf;
     this.loginBuf = null;
-    if (rest !== null) this.stream.feed(rest);
+    if (rest !== null) {
+      // what a client sent ahead of the welcome counts as it would have on arrival
+      if (this.pool !== null && !this.pool.db.admin) this.pool.stats.clientBytes += rest.length;
+      this.stream.feed(rest);
+    }
     // reading may have stopped while the login waited (onLoginData); the stream pauses it
     // again itself when it has to wait
     if (!this.closed && !this.stream.isWaiting) this.socket.resume();
@@ -737,12 +753,15 @@ export class Client implements ListNode, StreamOwner, LogSubject {
         }
         break;
       case F_TERMINATE:
+        // counted with its chunk, but PgBouncer leaves a Terminate out of total_received
+        if (!this.db!.admin) this.pool!.stats.clientBytes -= len + 1;
         pooler.disconnectClient(this, false, 'client close request');
         return STOP;
       case COPY_DATA:
       case COPY_DONE:
       case F_COPY_FAIL:
-        // late COPY messages after the server was released are dropped
+        // the console refuses them; late COPY messages after the server was released are dropped
+        if (this.db!.admin) break;
         if (this.link === null) return HANDLED;
         if (type !== COPY_DATA) this.link.noteCopyEnd();
         return FORWARD;

@@ -49,9 +49,7 @@ function link(client: Client, server: Server): boolean {
   client.link = server;
   server.link = client;
   if (client.state === ClientState.WAITING) {
-    pool.stats.waitTime += now - client.waitStartUs;
-    pool.latency.wait.observe(now - client.waitStartUs);
-    client.waitStartUs = 0;
+    client.endWait(now);
     client.changeState(ClientState.ACTIVE);
   }
   server.changeState(ServerState.ACTIVE);
@@ -362,7 +360,8 @@ export function onReadyForQuery(server: Server, client: Client, status: number, 
     return;
   }
   if (mode === 'statement' && status !== TX_IDLE) {
-    disconnectClient(client, true, 'transaction blocks not allowed in statement pooling mode');
+    // the server first, as PgBouncer: it tells its client the same reason
+    disconnectServer(server, true, 'transaction blocks not allowed in statement pooling mode');
     return;
   }
   if (done) {
@@ -464,12 +463,11 @@ export function disconnectClient(client: Client, notify: boolean, reason: string
     const u = client.loginUser;
     countLoginFailure(reason, u !== null && (u.inAuthFile || u.secret !== null));
   }
-  if (notify && reason !== '') {
-    if (cf.log_pooler_errors) log.conn('warning', client, `pooler error: ${reason}`);
-  }
   if (cf.log_disconnections && !client.silent) {
     log.conn('log', client, `closing because: ${reason} (age=${client.ageSeconds()}s)`);
   }
+  // after `closing because`, as PgBouncer logs them
+  if (notify && reason !== '' && cf.log_pooler_errors) log.conn('warning', client, `pooler error: ${reason}`);
   const server = client.link;
   if (server !== null) {
     if (server.replication !== 'none') {

@@ -280,7 +280,8 @@ export class Server implements ListNode, StreamOwner, LogSubject {
       this.rawData(chunk);
       return;
     }
-    this.pool.stats.serverBytes += chunk.length;
+    // total_sent: what the server answers once logged in (PgBouncer leaves the login out)
+    if (this.state !== ServerState.LOGIN) this.pool.stats.serverBytes += chunk.length;
     this.stream.feed(chunk);
   };
 
@@ -476,6 +477,13 @@ export class Server implements ListNode, StreamOwner, LogSubject {
     const status = buf[start + 5]!;
     const now = nowUs();
     const done = this.noteReadyForQuery(status, now);
+    if (status !== TX_IDLE && this.replication === 'none' && this.pool.poolMode === 'statement') {
+      // a transaction block in statement mode: as in PgBouncer, the server is closed with what it
+      // has not sent yet (its BEGIN's CommandComplete, this ReadyForQuery); the client sees the FATAL
+      this.stream.discardForwarded();
+      serverEvents.readyForQuery(this, client, status, done, now);
+      return STOP;
+    }
     this.stream.forwardRange(buf, start, start + 6);
     this.stream.flush();
     // pgbun's own answers for the next requests follow the ReadyForQuery

@@ -164,6 +164,11 @@ export class PacketStream {
     }
   }
 
+  /** Forget the coalesced forward range instead of writing it (its connection is being closed). */
+  discardForwarded(): void {
+    this.fwdBuf = null;
+  }
+
   /**
    * Queue bytes for the target as if they had been forwarded (e.g. a ReadyForQuery the owner
    * looked at before releasing the server): they join the coalesced write.

@@ -8,7 +8,9 @@ import { psql, psqlRaw } from '../lib/clients.js';
 import { pgConnstr, type TestPgbun } from '../lib/pgbun.js';
 import { pgBin, sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { isRoot, serverOsUser } from '../lib/procs.js';
-import { attemptLogin, bindMessage, executeMessage, md5Secret, parseMessage, sync, WireClient, wireLogin } from '../lib/wire.js';
+import {
+  attemptLogin, bindMessage, executeMessage, md5Secret, message, parseErrorFields, parseMessage, sync, WireClient, wireLogin,
+} from '../lib/wire.js';
 import {
   ADMIN, STATS, adminDatabases, adminLogin, adminQuery, eventually, expectAdminError, expectTag, show,
   startAdminBouncer, userLogin,
@@ -198,12 +200,31 @@ describe('console grammar and errors', () => {
     await expectTag(admin, "SET server_reset_query = 'DISCARD ALL'", 'SET server_reset_query=DISCARD ALL');
   });
 
-  test('extended protocol: ERROR then FATAL `bad packet`', async () => {
-    const c = await adminLogin(b);
-    await c.write([parseMessage('', 'SHOW POOLS'), sync()]);
-    const e1 = await c.expectError({ severity: 'ERROR', code: '08P01', message: 'extended query protocol not supported by admin console', closed: false });
-    assert.equal(e1.S, 'ERROR');
-    await c.expectError({ severity: 'FATAL', code: '08P01', message: 'bad packet', onlySCM: true });
+  test('anything but a simple Query: ERROR, ReadyForQuery, then FATAL `bad packet`', async () => {
+    /** every message up to the close, as type (+ severity, SQLSTATE, text of an ErrorResponse) */
+    const answer = async (m: Buffer): Promise<string[]> => {
+      const c = await adminLogin(b);
+      await c.write(m);
+      const out: string[] = [];
+      for (let r = await c.readMessageOrClose(); r !== null; r = await c.readMessageOrClose()) {
+        if (r.type !== 'E') out.push(r.type);
+        else {
+          const e = parseErrorFields(r.body);
+          assert.deepEqual(Object.keys(e.fields).sort(), ['C', 'M', 'S']);
+          out.push(`E ${e.S} ${e.C} ${e.M}`);
+        }
+      }
+      return out;
+    };
+    const expected = (error: string): string[] => [`E ERROR 08P01 ${error}`, 'Z', 'E FATAL 08P01 bad packet'];
+    const extended = 'extended query protocol not supported by admin console';
+    assert.deepEqual(await answer(Buffer.concat([parseMessage('', 'SHOW POOLS'), sync()])), expected(extended));
+    assert.deepEqual(await answer(bindMessage('', '')), expected(extended));
+    assert.deepEqual(await answer(executeMessage()), expected(extended));
+    // the COPY messages too: the console never asked for them, they are not dropped silently
+    for (const t of 'SHDCFdcf') {
+      assert.deepEqual(await answer(message(t, 'x')), expected(`unsupported packet type for admin console: ${t.charCodeAt(0)}`), t);
+    }
   });
 });
 
@@ -486,13 +507,18 @@ describe('SHOW values', () => {
     assert.deepEqual(await show(admin, 'SHOW DNS_ZONES'), []);
     assert.deepEqual(await show(admin, 'SHOW STATE'), [
       { key: 'active', value: 'yes' }, { key: 'paused', value: 'no' }, { key: 'suspended', value: 'no' }]);
+    const pooled = await userLogin(b, TEST_DB);
     const fds = await show(admin, 'SHOW FDS');
     const listeners = fds.filter((r) => r.task === 'pooler');
     assert.deepEqual(listeners.map((r) => [r.addr, r.port]), [['127.0.0.1', String(b.port)], ['unix', String(b.port)]]);
     for (const r of fds) assert.ok(Number(r.fd) > 2);
-    const me = fds.find((r) => r.task === 'client' && r.user === ADMIN);
-    assert.ok(me, 'the admin connection itself');
-    assert.match(me.cancel!, /^-?\d+$/);
+    const client = fds.find((r) => r.task === 'client' && r.user === 'trust_user' && r.database === TEST_DB);
+    assert.ok(client, 'a pooled client');
+    assert.equal(client.database, TEST_DB);
+    assert.match(client.cancel!, /^-?\d+$/);
+    // the console's own connections are not handed over (the -R takeover is one of them)
+    assert.deepEqual(fds.filter((r) => r.database === 'pgbouncer'), []);
+    pooled.destroy();
   });
 
   test('STATS, STATS_TOTALS, TOTALS count per database; averages over stats_period; the stats log line', async () => {
@@ -547,6 +573,36 @@ describe('SHOW values', () => {
     const line = await b.waitForLog(/LOG stats: [1-9]\d* xacts\/s/, 4000, from);
     assert.match(line, /LOG stats: \d+ xacts\/s, \d+ queries\/s, \d+ client parses\/s, \d+ server parses\/s, \d+ binds\/s, \d+ client logins\/s, in \d+ B\/s, out \d+ B\/s, xact \d+ us, query \d+ us, wait \d+ us$/);
     await c.terminate();
+  });
+});
+
+describe('SHOW STATS counts what PgBouncer counts', () => {
+  test('bytes: client messages but Terminate, server answers but the login; console sessions not; the first login wait', async () => {
+    const p = await startAdminBouncer(pg);
+    try {
+      const admin = await adminLogin(p);
+      const c = await userLogin(p, TEST_DB);
+      const r = await c.query('SELECT 1');
+      assert.deepEqual(r.rows, [['1']]);
+      const answer = r.messages.reduce((n, m) => n + 5 + m.body.length, 0);
+      await c.terminate();
+      await c.closedPromise;
+      const query = 1 + 4 + 'SELECT 1'.length + 1;
+      await eventually('the client gone', async () => (await show(admin, 'SHOW CLIENTS')).every((x) => x.database !== TEST_DB));
+      const row = (await show(admin, 'SHOW STATS_TOTALS')).find((x) => x.database === TEST_DB);
+      assert.equal(row!.bytes_received, String(query), 'the Query, not the Terminate');
+      assert.equal(row!.bytes_sent, String(answer), 'the answer to the Query, not the server login');
+      // the first client of a pool waits for the pool's first server login: that is wait time
+      assert.ok(Number(row!.wait_time) > 0, `wait_time ${row!.wait_time}`);
+      // console queries are counted as transactions and queries, their bytes are not
+      const console = (await show(admin, 'SHOW STATS_TOTALS')).find((x) => x.database === 'pgbouncer')!;
+      assert.ok(Number(console.query_count) > 0);
+      assert.equal(console.bytes_received, '0');
+      assert.equal(console.bytes_sent, '0');
+      await admin.terminate();
+    } finally {
+      await p.stop();
+    }
   });
 });
 

@@ -105,6 +105,22 @@ describe('command line', () => {
     assert.match(r.stderr, /FATAL cannot load config file/);
   });
 
+  test('-d: what stops the start before the daemon detaches is printed on stderr (not with -q)', async () => {
+    const dir = makeTempDir('pgbun-daemon-', null);
+    // no logfile: stderr is the only place the reason can go
+    const nopid = path.join(dir, 'nopid.ini');
+    fs.writeFileSync(nopid, `[databases]\n[pgbouncer]\nlisten_port = ${await freePort()}\nunix_socket_dir =\nauth_type = trust\n`);
+    for (const [args, reason] of [[['-d', '/nonexistent/pgbun-it.ini'], 'cannot load config file'],
+      [['-d', nopid], 'daemon needs pidfile configured']] as const) {
+      const r = await cli([...args]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(` FATAL ${reason}$`, 'm'), args.join(' '));
+      const quiet = await cli(['-q', ...args]);
+      assert.equal(quiet.code, 1);
+      assert.equal(quiet.stderr, '');
+    }
+  });
+
   test('running as root without user= or -u: "PgBouncer should not run as root"; -u starts it', { skip: isRoot() ? false : 'needs root' }, async () => {
     const port = await freePort();
     const ini = `[databases]\n${TEST_DB} = ${DATABASES[TEST_DB]}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ${port}\nunix_socket_dir = {{dir}}\nlogfile = {{dir}}/pgbun.log\npidfile = {{dir}}/pgbun.pid\nauth_file = {{dir}}/userlist.txt\nauth_type = md5\n`;

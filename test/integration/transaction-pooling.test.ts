@@ -306,6 +306,23 @@ describe('statement mode', () => {
     assert.equal((await c.query('SELECT 1')).status, 'I');
   });
 
+  test('BEGIN in statement mode: the client gets only the FATAL, the server closes first with the same reason', async () => {
+    const off = stb.logOffset();
+    const a = await cl(stb, 's_none');
+    await a.write(Buffer.concat([Buffer.from('Q'), int32(4 + 6), Buffer.from('BEGIN\0')]));
+    // neither BEGIN's CommandComplete nor the ReadyForQuery 'T' reach the client
+    const m = await a.readMessage();
+    assert.equal(m.type, 'E');
+    assert.deepEqual(parseErrorFields(m.body).M, STMT_ERR);
+    await a.waitClose();
+    await stb.waitForLog(new RegExp(`pooler error: ${STMT_ERR}$`), 3000, off);
+    const lines = stb.log().slice(off).split('\n').filter((l) => l.includes(STMT_ERR));
+    assert.equal(lines.length, 3, lines.join('\n'));
+    assert.match(lines[0]!, closingRe('S', 's_none', 'trust_user', STMT_ERR));
+    assert.match(lines[1]!, closingRe('C', 's_none', 'trust_user', STMT_ERR));
+    assert.match(lines[2]!, new RegExp(`WARNING C-0x[0-9a-f]+: s_none/trust_user@\\S+ pooler error: ${STMT_ERR}$`));
+  });
+
   test('an extended-protocol BEGIN is refused the same way', async () => {
     const a = await cl(stb, 's_none');
     await a.write(Buffer.concat([ext('P', Buffer.from('\0BEGIN\0\0\0')), ext('B', Buffer.from('\0\0\0\0\0\0\0\0')), ext('E', Buffer.from('\0\0\0\0\0')), ext('S', Buffer.alloc(0))]));
