@@ -472,7 +472,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     const target = findByCancelKey(key);
     if (target === undefined && forwardCancel(this, key)) return;
     if (target === undefined || target.pool === null) {
-      log.conn('log', this, 'failed cancel request');
+      // logged once, by the close, as PgBouncer does
       pooler.disconnectClient(this, false, 'failed cancel request');
       return;
     }

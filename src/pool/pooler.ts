@@ -721,7 +721,6 @@ export function startCancel(cancelClient: Client, target: Client): void {
   const server = target.link;
   const pool = target.pool!;
   if (server === null || !server.hasBackendKey) {
-    log.conn('log', cancelClient, 'cancel request for idle client');
     disconnectClient(cancelClient, false, 'cancel request for idle client');
     return;
   }

@@ -9,7 +9,7 @@ import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres } from '../lib/postgres.js';
 import { sleep } from '../lib/procs.js';
 import { cancelRequest, sendCancel, WireClient, type LoginResult } from '../lib/wire.js';
-import { ensureDatabase, login, roleUserlist } from '../lib/pool-helpers.js';
+import { ensureDatabase, login, logLines, roleUserlist } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
 const DB = 'txp_cancel';
@@ -96,6 +96,10 @@ describe('cancel in transaction mode', () => {
     await sleep(200);
     await sendCancel(target(), b.key);
     await B.waitForLog(/cancel request for idle client/, 2000, off);
+    // one line, the close's, as PgBouncer logs it
+    const lines = logLines(B, /cancel request for idle client/, off);
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.match(lines[0]!, /closing because: cancel request for idle client \(age=\d+s\)$/);
     await a.c.query('COMMIT');
     const r = await rb;
     assert.equal(r.error, null, JSON.stringify(r.error));
@@ -126,5 +130,9 @@ describe('cancel in transaction mode', () => {
     await c.write(cancelRequest(12345, 67890));
     await c.waitClose(3000);
     await B.waitForLog(/failed cancel request/, 2000, off);
+    // one line, the close's, as PgBouncer logs it
+    const lines = logLines(B, /failed cancel request/, off);
+    assert.equal(lines.length, 1, lines.join('\n'));
+    assert.match(lines[0]!, /closing because: failed cancel request \(age=\d+s\)$/);
   });
 });
