@@ -84,56 +84,56 @@ if (onBun) {
     await expectRefusedAtStart(ini('require'), /auth_type = cert needs client certificates verified, which Bun /);
     await expectRefusedAtStart(ini('verify-full'), /client_tls_sslmode = verify-full needs client certificates verified, which Bun /);
   });
+} else {
+  describe('auth_type = cert', () => {
+    test('the CommonName names the user (psql with sslcert/sslkey); no password is asked', async () => {
+      const r = await psqlAs(strict, 'md5_user', fx.client('md5_user'));
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.rows, [['md5_user']]);
+    });
+
+    test('subjectAltName DNS entries are authoritative: they name the user, the CN is then ignored', async () => {
+      const r = await psqlAs(strict, 'trust_user', fx.client('x', { cn: 'someone', dns: ['other', 'trust_user'] }));
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.rows, [['trust_user']]);
+      await assertCertFails(strict, 'trust_user', fx.client('y', { cn: 'trust_user', dns: ['not-the-user'] }), /TLS certificate name mismatch/);
+    });
+
+    test('a wildcard SAN matches one label', async () => {
+      const wild = fx.client('w', { cn: 'wild', dns: ['*.example.com'] });
+      const r = await psqlAs(strict, 'app.example.com', wild, 'forced');
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.rows, [['trust_user']]);
+    });
+
+    test('name mismatch: FATAL "certificate authentication failed", log "TLS certificate name mismatch"', async () => {
+      const r = await psqlAs(strict, 'trust_user', fx.client('md5_user'));
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /FATAL: {2}certificate authentication failed/);
+      await assertCertFails(strict, 'trust_user', fx.client('md5_user'), /TLS certificate name mismatch/);
+    });
+
+    test('a user not in auth_file fails even with a matching certificate', async () => {
+      await assertCertFails(strict, 'nobody_here', fx.client('nobody_here'), /no such user: nobody_here/);
+    });
+
+    test('no TLS (Unix socket): "TLS connection required" in the log', async () => {
+      const off = strict.logOffset();
+      const a = await attemptLogin({ path: strict.socketPath }, { user: 'md5_user', database: TEST_DB });
+      try {
+        assert.deepEqual(a.error?.fields, { S: 'FATAL', C: '08P01', M: CERT_FAILED });
+      } finally {
+        a.client.destroy();
+      }
+      await strict.waitForLog(/TLS connection required/, 3000, off);
+    });
+
+    test('client_tls_sslmode=require: no certificate or an unverified one fails authentication, a good one works', async () => {
+      await assertCertFails(optional, 'md5_user', null, /TLS client certificate required/);
+      await assertCertFails(optional, 'md5_user', fx.client('md5_user', { ca: null }), /TLS client certificate verification failed: DEPTH_ZERO_SELF_SIGNED_CERT/);
+      const r = await psqlAs(optional, 'md5_user', fx.client('md5_user'));
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.rows, [['md5_user']]);
+    });
+  });
 }
-
-describe('auth_type = cert', { skip: onBun && 'refused on Bun (tested above)' }, () => {
-  test('the CommonName names the user (psql with sslcert/sslkey); no password is asked', async () => {
-    const r = await psqlAs(strict, 'md5_user', fx.client('md5_user'));
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(r.rows, [['md5_user']]);
-  });
-
-  test('subjectAltName DNS entries are authoritative: they name the user, the CN is then ignored', async () => {
-    const r = await psqlAs(strict, 'trust_user', fx.client('x', { cn: 'someone', dns: ['other', 'trust_user'] }));
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(r.rows, [['trust_user']]);
-    await assertCertFails(strict, 'trust_user', fx.client('y', { cn: 'trust_user', dns: ['not-the-user'] }), /TLS certificate name mismatch/);
-  });
-
-  test('a wildcard SAN matches one label', async () => {
-    const wild = fx.client('w', { cn: 'wild', dns: ['*.example.com'] });
-    const r = await psqlAs(strict, 'app.example.com', wild, 'forced');
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(r.rows, [['trust_user']]);
-  });
-
-  test('name mismatch: FATAL "certificate authentication failed", log "TLS certificate name mismatch"', async () => {
-    const r = await psqlAs(strict, 'trust_user', fx.client('md5_user'));
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /FATAL: {2}certificate authentication failed/);
-    await assertCertFails(strict, 'trust_user', fx.client('md5_user'), /TLS certificate name mismatch/);
-  });
-
-  test('a user not in auth_file fails even with a matching certificate', async () => {
-    await assertCertFails(strict, 'nobody_here', fx.client('nobody_here'), /no such user: nobody_here/);
-  });
-
-  test('no TLS (Unix socket): "TLS connection required" in the log', async () => {
-    const off = strict.logOffset();
-    const a = await attemptLogin({ path: strict.socketPath }, { user: 'md5_user', database: TEST_DB });
-    try {
-      assert.deepEqual(a.error?.fields, { S: 'FATAL', C: '08P01', M: CERT_FAILED });
-    } finally {
-      a.client.destroy();
-    }
-    await strict.waitForLog(/TLS connection required/, 3000, off);
-  });
-
-  test('client_tls_sslmode=require: no certificate or an unverified one fails authentication, a good one works', async () => {
-    await assertCertFails(optional, 'md5_user', null, /TLS client certificate required/);
-    await assertCertFails(optional, 'md5_user', fx.client('md5_user', { ca: null }), /TLS client certificate verification failed: DEPTH_ZERO_SELF_SIGNED_CERT/);
-    const r = await psqlAs(optional, 'md5_user', fx.client('md5_user'));
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(r.rows, [['md5_user']]);
-  });
-});
