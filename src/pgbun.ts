@@ -23,6 +23,7 @@ import { VERSION_STRING } from './version.js';
 import { applyMetrics } from './reload.js';
 import { setupTls } from './tls/context.js';
 import { runtimeName, tlsLibrary } from './runtime/name.js';
+import { configuredWorkers, prepareWorkers, startWorkers } from './process/workers.js';
 
 export interface StartOptions {
   configFile: string;
@@ -92,6 +93,7 @@ export async function start(opts: StartOptions): Promise<void> {
 
   const tlsErr = setupTls(true);
   if (tlsErr !== null) die(`TLS setup failed: ${tlsErr}`);
+  prepareWorkers(configuredWorkers(cf.workers));
 
   try {
     // the log file was opened (maybe created) as root: hand it over, so that reopening it on
@@ -134,6 +136,11 @@ export async function start(opts: StartOptions): Promise<void> {
   installSignalHandlers();
   startJanitor();
   startAdmin(config);
+  try {
+    await startWorkers(!opts.quiet && !daemonChild);
+  } catch (e) {
+    die(`cannot start worker threads: ${(e as Error).message}`);
+  }
   log.log(`process up: ${VERSION_STRING}, ${runtimeName()}, tls: ${tlsLibrary()}`);
   notifyParent(true);
   sdNotify('READY=1', `STATUS=${VERSION_STRING} accepting connections`);

@@ -157,6 +157,9 @@ const SETTING_TABLE = [
   d('unix_socket_mode', 'int', '0777', N),
   d('user', 'string', null, N),
   d('verbose', 'int', null, R),
+  // pgbun's own: event loops (threads) that share the listeners and the limits; `auto` = the CPUs
+  // available to the process
+  d('workers', 'string', '1', N),
 ] as const;
 
 export const ALL_SETTING_DEFS: readonly SettingDef[] = SETTING_TABLE;
@@ -204,6 +207,9 @@ export class SettingError extends Error {
 
 export const RESERVED_AUTH_DBNAME = 'cannot use the reserved "pgbouncer" database as an auth_dbname';
 
+/** The most event loops `workers` may ask for (the shared counters have a column per worker). */
+export const MAX_WORKERS = 64;
+
 /**
  * Key-specific checks PgBouncer makes beyond the value type: true = accepted, false = refused,
  * a string = refused with that reason logged first.
@@ -218,6 +224,8 @@ const VALIDATORS: Record<string, (v: number | string) => boolean | string> = {
   // refused when set (config line or console SET), so never stored: auth_dbname has no default,
   // a later [pgbouncer] header would not reset it, and every RELOAD after would fail
   auth_dbname: (v) => v !== 'pgbouncer' || RESERVED_AUTH_DBNAME,
+  workers: (v) => typeof v === 'string' && (v === 'auto' || /^[0-9]+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_WORKERS) ||
+    `workers must be auto or a number from 1 to ${MAX_WORKERS}`,
 };
 
 /** Parses `value` as `def` requires; undefined = invalid. */

@@ -1,11 +1,14 @@
 // Connection identities: SHOW CLIENTS/SERVERS `id` (unique, increasing; KILL_CLIENT takes it)
 // and `ptr`, the `0x…` pointer-like name PgBouncer uses in log prefixes (C-0x…/S-0x…).
 
+import { workerSelf } from '../workers/identity.js';
+
 class ConnIds {
   private last = 0;
 
+  /** with `workers` > 1 each loop takes every N-th number, so ids stay unique over the pooler */
   next(): number {
-    return ++this.last;
+    return ++this.last * workerSelf.count + workerSelf.index;
   }
 
   /** stable pointer-looking text for a connection id */

@@ -14,6 +14,7 @@ import { log } from '../log/logger.js';
 import { takeListenFds } from '../process/systemd.js';
 import { Client } from './client.js';
 import { applySocketOptions } from './sockopts.js';
+import { multiWorker } from '../workers/identity.js';
 
 export class StartupError extends Error {}
 
@@ -48,6 +49,15 @@ let unixInherited = false;
 const otherInherited: net.Server[] = [];
 /** host:port of the TCP sockets from systemd */
 const inheritedTcp = new Set<string>();
+/**
+ * Listening sockets whose file descriptor every worker shares (`workers` > 1: the Unix socket and
+ * systemd's): one thread closing it would leave the others polling a number the kernel may hand
+ * to a new socket, so they stay open until the process exits; a TCP one stops taking clients
+ * through `tcpRefused` instead.
+ */
+const sharedFds = new Set<net.Server>();
+/** SHUTDOWN WAIT_FOR_*: TCP clients on a shared socket are closed at once */
+let tcpRefused = false;
 /** SUSPEND stops accepting too */
 let accepting = true;
 /**
@@ -59,6 +69,10 @@ let accepting = true;
 const heldWhileSuspended: Array<{ sock: net.Socket; isUnix: boolean }> = [];
 
 function onConnection(sock: net.Socket, isUnix: boolean): void {
+  if (tcpRefused && !isUnix) {
+    sock.destroy();
+    return;
+  }
   if (!accepting) {
     if (heldWhileSuspended.length >= cf.listen_backlog) {
       sock.destroy();
@@ -146,8 +160,51 @@ export async function reusePortWorks(): Promise<boolean | null> {
  * Unix socket in use and before startListening(), which then skips what they cover.
  */
 export async function adoptSystemdSockets(): Promise<void> {
+  await adoptSockets(takeListenFds(), 'systemd');
+}
+
+/** A listening socket the main thread opened or got from systemd, for the worker threads. */
+export interface SharedSocket {
+  fd: number;
+  /** the path of a Unix socket, null for TCP */
+  unixPath: string | null;
+  /** from systemd: its file is pgbun.socket's */
+  inherited: boolean;
+}
+
+/** The sockets every worker thread accepts on as well: the Unix socket and systemd's. */
+export function sharedSockets(): SharedSocket[] {
+  const out: SharedSocket[] = [];
+  for (const srv of sharedFds) {
+    const fd = socketFd(srv);
+    if (fd === null) continue;
+    const path = srv === unixServer ? unixPath : sharedPaths.get(srv) ?? null;
+    out.push({ fd, unixPath: path, inherited: srv !== unixServer || unixInherited });
+  }
+  return out;
+}
+
+const sharedPaths = new Map<net.Server, string>();
+
+/** A worker thread: accept on the main thread's shared sockets too (quietly: it logged them). */
+export async function adoptSharedSockets(list: SharedSocket[]): Promise<void> {
+  await adoptSockets(list.filter((s) => s.inherited), 'worker');
+  const own = list.find((s) => !s.inherited && s.unixPath !== null);
+  if (own !== undefined) {
+    const srv = net.createServer({ pauseOnConnect: false }, (s) => onConnection(s, true));
+    await listenOne(srv, { fd: own.fd } as unknown as net.ListenOptions);
+    unixServer = srv;
+    unixPath = own.unixPath;
+    // the main thread made the file and removes it at exit
+    unixInherited = true;
+    sharedFds.add(srv);
+  }
+}
+
+async function adoptSockets(list: Array<{ fd: number; unixPath: string | null }>, from: 'systemd' | 'worker'): Promise<void> {
   const configuredUnix = unixSocketPath();
-  for (const { fd, unixPath: path } of takeListenFds()) {
+  const quiet = from === 'worker';
+  for (const { fd, unixPath: path } of list) {
     const isUnix = path !== null;
     const srv = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => onConnection(s, isUnix));
     try {
@@ -156,7 +213,9 @@ export async function adoptSystemdSockets(): Promise<void> {
     } catch (e) {
       throw new StartupError(`cannot use socket fd ${fd} from systemd: ${(e as Error).message}`);
     }
+    sharedFds.add(srv);
     if (isUnix) {
+      sharedPaths.set(srv, path);
       if (path === configuredUnix && unixServer === null) {
         unixServer = srv;
         unixPath = path;
@@ -164,13 +223,13 @@ export async function adoptSystemdSockets(): Promise<void> {
       } else {
         otherInherited.push(srv);
       }
-      log.log(`listening on unix:${path.startsWith('\0') ? '@' + path.slice(1) : path} (systemd socket)`);
+      if (!quiet) log.log(`listening on unix:${path.startsWith('\0') ? '@' + path.slice(1) : path} (systemd socket)`);
     } else {
       const a = srv.address();
       if (a === null || typeof a !== 'object') throw new StartupError(`socket fd ${fd} from systemd is not a TCP or Unix stream socket`);
       tcpServers.push(srv);
       inheritedTcp.add(`${a.address}:${a.port}`);
-      log.log(`listening on ${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port} (systemd socket)`);
+      if (!quiet) log.log(`listening on ${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port} (systemd socket)`);
     }
   }
 }
@@ -180,14 +239,19 @@ function coveredBySystemd(host: string, port: number): boolean {
   return inheritedTcp.has(`${host}:${port}`) || host === '0.0.0.0' && inheritedTcp.has(`:::${port}`);
 }
 
-/** Open every listener; throws StartupError with PgBouncer's text when it cannot. */
-export async function startListening(): Promise<void> {
+/**
+ * Open every listener; throws StartupError with PgBouncer's text when it cannot. A worker thread
+ * (`quiet`) opens its own TCP sockets beside the main thread's (SO_REUSEPORT), so that the kernel
+ * spreads connections over the threads and each can close its own; the Unix socket it shares.
+ */
+export async function startListening(quiet = false): Promise<void> {
   const addrs = (await tcpAddresses()).filter((h) => !coveredBySystemd(h, cf.listen_port));
   // so_reuseport = 1 for several processes on one port: refuse to start without it rather than
   // start a process whose second sibling then cannot listen
-  const reusePort = cf.so_reuseport !== 0;
+  const reusePort = cf.so_reuseport !== 0 || multiWorker();
   if (reusePort && addrs.length > 0 && (await reusePortWorks()) === false) {
-    throw new StartupError(`so_reuseport is not supported by this runtime (${runtimeName()}): it needs reusePort in net.Server.listen(), Node.js 22.12 or newer`);
+    const why = cf.so_reuseport !== 0 ? 'so_reuseport' : 'workers > 1';
+    throw new StartupError(`${why} is not supported by this runtime (${runtimeName()}): it needs reusePort in net.Server.listen(), Node.js 22.12 or newer`);
   }
   let ok = 0;
   for (const host of addrs) {
@@ -196,7 +260,7 @@ export async function startListening(): Promise<void> {
       await listenOne(srv, { host, port: cf.listen_port, backlog: cf.listen_backlog, ipv6Only: host.includes(':'), ...(reusePort ? { reusePort } : {}) });
       tcpServers.push(srv);
       ok++;
-      log.log(`listening on ${host.includes(':') ? `[${host}]` : host}:${cf.listen_port}`);
+      if (!quiet) log.log(`listening on ${host.includes(':') ? `[${host}]` : host}:${cf.listen_port}`);
     } catch (e) {
       log.warning(`cannot listen on ${host}:${cf.listen_port}: ${(e as Error).message}`);
     }
@@ -228,6 +292,7 @@ export async function startListening(): Promise<void> {
     }
     unixServer = srv;
     unixPath = path;
+    if (multiWorker()) sharedFds.add(srv);
     log.log(`listening on unix:${abstract ? '@' + path.slice(1) : path}`);
   }
 }
@@ -251,7 +316,10 @@ function chgrp(path: string, group: string): void {
 
 /** SHUTDOWN WAIT_FOR_*: stop taking TCP clients (the Unix socket stays for admins). */
 export function closeTcpListeners(): void {
-  for (const s of tcpServers) s.close();
+  for (const s of tcpServers) {
+    if (sharedFds.has(s) && multiWorker()) tcpRefused = true;
+    else s.close();
+  }
   tcpServers.length = 0;
 }
 

@@ -73,7 +73,7 @@ const SPEC: Record<string, [string | null, boolean]> = {
   tcp_keepidle: ['0', true], tcp_keepintvl: ['0', true], tcp_user_timeout: ['0', true],
   // pgbun's own extensions (not in PgBouncer), listed here on purpose
   log_format: ['text', true],
-  metrics_listen_addr: ['', true], metrics_listen_port: ['0', true],
+  metrics_listen_addr: ['', true], metrics_listen_port: ['0', true], workers: ['1', false],
 };
 
 test('the table has exactly PgBouncer\'s keys (plus pgbun extensions), each with its default and reload flag', () => {
@@ -85,12 +85,24 @@ test('the table has exactly PgBouncer\'s keys (plus pgbun extensions), each with
   }
 });
 
-test('the keys that only apply at startup (changeable=no) are exactly PgBouncer\'s startup-only keys', () => {
+test('the keys that only apply at startup (changeable=no) are exactly PgBouncer\'s startup-only keys and pgbun\'s workers', () => {
   assert.deepEqual(SETTING_DEFS.filter((d) => !d.reloadable).map((d) => d.name), [
     'disable_pqexec', 'job_name', 'listen_addr', 'listen_backlog', 'listen_port', 'pidfile',
     'pkt_buf', 'resolv_conf', 'so_reuseport', 'track_extra_parameters', 'unix_socket_dir',
-    'unix_socket_group', 'unix_socket_mode', 'user',
+    'unix_socket_group', 'unix_socket_mode', 'user', 'workers',
   ]);
+});
+
+test('workers: auto or 1..64', () => {
+  const s = defaultSettings();
+  assert.equal(s.workers, '1');
+  for (const v of ['auto', '1', '2', '64']) {
+    setSetting(s, 'workers', v, { startup: true });
+    assert.equal(s.workers, v);
+  }
+  for (const v of ['0', '65', '-1', 'two', '1.5', '']) {
+    assert.throws(() => setSetting(s, 'workers', v, { startup: true }), /invalid value/, v);
+  }
 });
 
 test('NULL defaults are exactly the keys PgBouncer leaves unset', () => {

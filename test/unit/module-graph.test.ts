@@ -1,5 +1,5 @@
 // The module graph of src/ (read with madge, type-only imports left out since they vanish at
-// run time): no import cycle, and layers that point one way. config/, protocol/ and log/ and the
+// run time): no import cycle, and layers that point one way. config/, protocol/, log/, workers/ and the
 // pool's clock import nothing of pgbun above them; pool/ does not import the admin console, the
 // reload code or the entry modules (the console registers itself with pool/admin-db.ts, the
 // entry module installs its exit with process/exit.ts, servers report through
@@ -35,8 +35,8 @@ function violations(from: (f: string) => boolean, allowed: (dep: string, f: stri
 
 const folder = (f: string): string => (f.includes('/') ? f.slice(0, f.indexOf('/')) : '');
 
-test('config/, protocol/, log/ and pool/clock.ts import nothing above them', () => {
-  const bottom = ['config', 'protocol', 'log'];
+test('config/, protocol/, log/, workers/ and pool/clock.ts import nothing above them', () => {
+  const bottom = ['config', 'protocol', 'log', 'workers'];
   assert.deepEqual(violations((f) => bottom.includes(folder(f)), (d, f) => folder(d) === folder(f)), []);
   assert.deepEqual(deps['pool/clock.ts'], []);
 });

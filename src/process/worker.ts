@@ -1,0 +1,56 @@
+// The entry of a worker thread (`workers` > 1): the same pooler as the main thread, started from
+// the main thread's settings (SET and -v included) and the same files, accepting on the shared
+// Unix and systemd sockets and on TCP sockets of its own (SO_REUSEPORT). No signals, pidfile,
+// daemon, systemd or metrics endpoint here: those are the main thread's (process/workers.ts).
+import { parentPort, workerData } from 'node:worker_threads';
+import { cf, installSettings } from '../config/current.js';
+import { loadConfig } from '../config/load.js';
+import { splitList } from '../config/settings.js';
+import { log } from '../log/logger.js';
+import { applyConfig } from '../pool/databases.js';
+import { initTrackedParams } from '../pool/varcache.js';
+import { startJanitor } from '../pool/janitor.js';
+import { adoptSharedSockets, startListening } from '../pool/listener.js';
+import { startAdmin } from '../admin/start.js';
+import { loadAuthFile } from '../auth/authfile.js';
+import { reloadAuthFiles } from '../auth/login.js';
+import { setupTls } from '../tls/context.js';
+import { connectPeer } from '../workers/bus.js';
+import { workerSelf } from '../workers/identity.js';
+import { SharedTable } from '../workers/shared.js';
+import type { WorkerStart } from './workers.js';
+
+async function run(start: WorkerStart): Promise<void> {
+  workerSelf.index = start.index;
+  workerSelf.count = start.count;
+  workerSelf.table = new SharedTable(start.buffer, start.count);
+  for (const [w, port] of start.ports) connectPeer(w, port);
+
+  installSettings(start.settings);
+  log.setStderr(start.logStderr);
+  log.setVerbose(cf.verbose);
+  log.setJson(cf.log_format === 'json');
+  if (cf.logfile) log.setLogfile(cf.logfile);
+
+  const tlsErr = setupTls(true);
+  if (tlsErr !== null) throw new Error(`TLS setup failed: ${tlsErr}`);
+  initTrackedParams(splitList(cf.track_extra_parameters));
+  const users = loadAuthFile(cf.auth_file, true);
+  // the main thread logged the file's problems; its settings (with SET and -v) are in force
+  const { config } = loadConfig(cf.conffile!, { startup: true });
+  if (config === null) throw new Error('cannot load config file');
+  config.settings = start.settings;
+  applyConfig(config, users);
+  const hbaRefused = reloadAuthFiles();
+  if (hbaRefused !== null) throw new Error(hbaRefused);
+
+  await adoptSharedSockets(start.shared);
+  await startListening(true);
+  startJanitor();
+  startAdmin(config);
+}
+
+run(workerData as WorkerStart).then(
+  () => parentPort!.postMessage({ ready: true }),
+  (e: unknown) => parentPort!.postMessage({ error: (e as Error).message }),
+);
