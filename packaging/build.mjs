@@ -199,6 +199,9 @@ async function bundle(outfile) {
     metafile: true,
     logLevel: 'warning',
     legalComments: 'none', // the licenses are shipped whole (copyright, THIRD-PARTY-NOTICES)
+    // cli.js tells worker threads where it is with import.meta.url; inside the executable they
+    // get the bundle from the SEA asset instead (src/runtime/entry.ts)
+    define: { 'import.meta.url': '""' },
     banner: {
       js: [
         '// pgbun single executable (packaging/build.mjs).',
@@ -315,6 +318,8 @@ async function buildExecutable(bundleFile, exe) {
   write(seaConfig, JSON.stringify({
     main: bundleFile,
     output: blob,
+    // the bundle again, as code a worker thread can run (workers > 1)
+    assets: { 'pgbun.cjs': bundleFile },
     disableExperimentalSEAWarning: true,
     useSnapshot: false,
     useCodeCache: false, // same blob bytes for the same bundle: the cache key stays meaningful

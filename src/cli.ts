@@ -4,10 +4,13 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION_STRING } from './version.js';
 import { runtimeTitle, tlsLibrary } from './runtime/name.js';
+import { isWorkerThread, setEntryUrl } from './runtime/entry.js';
 
 // `pgbun ...` in ps and top, not `node .../bin/pgbun.js ...`, when started from source: operators
 // look for the process by name, as they do for pgbouncer (the single executable is named pgbun)
-process.title = ['pgbun', ...process.argv.slice(2)].join(' ');
+if (!isWorkerThread()) process.title = ['pgbun', ...process.argv.slice(2)].join(' ');
+// worker threads (`workers` > 1) run this module again
+setEntryUrl(import.meta.url);
 
 const PROG = 'pgbun';
 
@@ -137,9 +140,12 @@ export async function main(argv: string[]): Promise<void> {
   });
 }
 
-// run when executed directly (node dist/src/cli.js, bin/pgbun.js, the packaged binary)
+// run when executed directly (node dist/src/cli.js, bin/pgbun.js, the packaged binary); a worker
+// thread runs the pooler side only
 const invoked = process.argv[1] ?? '';
-if (invoked.endsWith('/cli.js') || invoked.endsWith('/pgbun') || invoked.endsWith('/pgbun.js') || process.env.PGBUN_MAIN === '1') {
+if (isWorkerThread()) {
+  void import('./process/worker.js');
+} else if (invoked.endsWith('/cli.js') || invoked.endsWith('/pgbun') || invoked.endsWith('/pgbun.js') || process.env.PGBUN_MAIN === '1') {
   main(process.argv.slice(2)).catch((e: unknown) => {
     process.stderr.write(`${PROG}: ${(e as Error).stack ?? String(e)}\n`);
     process.exit(1);

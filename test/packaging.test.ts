@@ -153,12 +153,12 @@ const pgbouncerIni = (extra: Record<string, string> = {}) => ({
   pgbouncer: { auth_type: 'md5', pool_mode: 'transaction', admin_users: 'md5_user', ...extra },
 });
 
-async function proxySession(bin: string): Promise<void> {
+async function proxySession(bin: string, workers = 1): Promise<void> {
   const pg = await sharedPostgres();
   const pw = ROLES.md5_user.password;
   const p = await startPgbun({
     command: [bin],
-    ini: { databases: { [TEST_DB]: pgConnstr(pg, { dbname: TEST_DB }) }, ...pgbouncerIni() },
+    ini: { databases: { [TEST_DB]: pgConnstr(pg, { dbname: TEST_DB }) }, ...pgbouncerIni({ workers: String(workers) }) },
     userlist: [['md5_user', pw]],
   });
   try {
@@ -173,6 +173,17 @@ async function proxySession(bin: string): Promise<void> {
     assert.equal(v.code, 0, v.stderr);
     assert.deepEqual(v.rows, [[VERSION_LINE]]);
     await p.waitForLog(/process up: PgBouncer 1\.25\.2 \(pgbun /);
+    if (workers > 1) {
+      // worker threads run the executable's own code: connections land on several loops (a
+      // connection's id modulo the worker count is its loop; the console's own row is the only one)
+      const loops = new Set<number>();
+      for (let i = 0; i < 12; i++) {
+        const c = await psql(p.conn('md5_user', pw, 'pgbouncer'), 'SHOW CLIENTS');
+        assert.equal(c.code, 0, c.stderr);
+        loops.add(Number(c.rows[0]!.at(-1)) % workers);
+      }
+      assert.ok(loops.size > 1, `every connection on loop ${[...loops].join()}`);
+    }
   } finally {
     assert.equal(await p.stop(), 0);
   }
@@ -194,6 +205,7 @@ describe('npm run package -- --bun', () => {
     assert.match(v.stdout, /^runtime: Bun \d+\.\d+\.\d+$/m);
     assert.match(v.stdout, /^tls: BoringSSL$/m);
     await proxySession(bin);
+    await proxySession(bin, 3);
   });
 });
 
@@ -346,6 +358,10 @@ describe('.deb', () => {
 
   test('extracted: a proxy session against the test PostgreSQL', async () => {
     await proxySession(debBin);
+  });
+
+  test('extracted: with workers = 3 the worker threads run the bundle kept in the executable', async () => {
+    await proxySession(debBin, 3);
   });
 
   test('extracted: an integration test file passes against it (PGBUN_BIN)', () => {

@@ -14,9 +14,12 @@ import { announceGone, connectPeer, dropPeer, introduce } from '../workers/bus.j
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
 import type { Settings } from '../config/settings.js';
+import { workerScript } from '../runtime/entry.js';
 
 /** What a worker thread is started with (process/worker.ts reads it). */
 export interface WorkerStart {
+  /** tells cli.ts, run again in the thread, to start the worker side */
+  pgbunWorker: true;
   index: number;
   count: number;
   buffer: SharedArrayBuffer;
@@ -69,10 +72,12 @@ function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void
   connectPeer(index, toMain.port1);
   ports.push([0, toMain.port2]);
   const start: WorkerStart = {
-    index, count: workerSelf.count, buffer: workerSelf.table!.buffer, settings: { ...cf },
+    pgbunWorker: true, index, count: workerSelf.count, buffer: workerSelf.table!.buffer, settings: { ...cf },
     logStderr, shared: sharedSockets(), ports,
   };
-  const w = new Worker(new URL('./worker.js', import.meta.url), {
+  const { script, evaluate } = workerScript();
+  const w = new Worker(script, {
+    eval: evaluate,
     workerData: start,
     transferList: ports.map(([, p]) => p),
   });
