@@ -5,7 +5,8 @@
 // and users: changed definitions get a new generation (their servers close when released),
 // removed databases are dropped with `database removed`, pool sizes change live.
 // A broken file keeps what was read before the bad line and drops no database; RELOAD then
-// answers ERROR F0000.
+// answers ERROR F0000. With `workers` > 1 every event loop re-reads the files: the one that took
+// the RELOAD or SIGHUP writes the log lines, the others only their connections' lines.
 import fs from 'node:fs';
 import { cf, installSettings } from './config/current.js';
 import { loadConfig, type LoadedConfig } from './config/load.js';
@@ -20,6 +21,8 @@ import { dropDatabase, trimPools } from './pool/control.js';
 import { setupTls } from './tls/context.js';
 import { setPeers } from './pool/peering.js';
 import { sdNotify } from './process/systemd.js';
+import { onRequest, requestAll } from './workers/bus.js';
+import { multiWorker, workerSelf } from './workers/identity.js';
 
 /** inode of the log file when it was last opened: a different one means it was rotated */
 let logfileIno = -1;
@@ -77,6 +80,8 @@ let metricsModule: MetricsModule | null = null;
  * error text when it cannot listen.
  */
 export async function applyMetrics(): Promise<string | null> {
+  // the main thread serves it, for every loop
+  if (workerSelf.index !== 0) return null;
   if (metricsModule === null) {
     if (cf.metrics_listen_port <= 0 && !cf.metrics_listen_addr.startsWith('/')) return null;
     metricsModule = await import('./admin/metrics.js');
@@ -86,13 +91,25 @@ export async function applyMetrics(): Promise<string | null> {
 
 /** Re-read everything; false when the ini could not be loaded (RELOAD answers F0000). */
 export function reloadConfig(): boolean {
-  sdNotify('RELOADING=1');
+  // systemd hears from the main thread, which reloads whichever loop was asked
+  const notify = workerSelf.index === 0;
+  if (notify) sdNotify('RELOADING=1');
   try {
     return reloadNow();
   } finally {
-    sdNotify('READY=1');
+    if (notify) sdNotify('READY=1');
   }
 }
+
+/**
+ * After reloadConfig() here: every other loop reloads too. Null with one loop; else resolves
+ * when all have.
+ */
+export function reloadElsewhere(): Promise<unknown> | null {
+  return multiWorker() ? requestAll('reload.do') : null;
+}
+
+onRequest('reload.do', () => log.quietly(reloadConfig));
 
 function reloadNow(): boolean {
   const file = cf.conffile ?? '';

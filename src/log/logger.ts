@@ -104,6 +104,8 @@ export class Logger {
   /** cheap guards for call sites that would otherwise build a message for nothing */
   debugEnabled = false;
   noiseEnabled = false;
+  /** inside quietly(): lines about the whole pooler are left to another event loop */
+  private quiet = 0;
 
   constructor() {
     this.p = pino<Level, true>(
@@ -167,6 +169,20 @@ export class Logger {
   debug(msg: string): void { if (this.debugEnabled) this.emit('debug', null, msg); }
   noise(msg: string): void { if (this.noiseEnabled) this.emit('noise', null, msg); }
 
+  /**
+   * Run `fn` writing only the lines about connections (`workers` > 1: every loop applies a RELOAD
+   * or SET, but the lines about the pooler as a whole, such as a config file's problems, are
+   * written once, by the loop that was asked).
+   */
+  quietly<T>(fn: () => T): T {
+    this.quiet++;
+    try {
+      return fn();
+    } finally {
+      this.quiet--;
+    }
+  }
+
   /** A line about one connection, prefixed like PgBouncer's slog_*() lines. */
   conn(level: Level, subject: LogSubject, msg: string): void {
     if (LEVELS[level] < this.minLevel) return; // before building the prefix
@@ -175,6 +191,7 @@ export class Logger {
 
   /** The level is already checked (LOG and above always pass: verbose only adds levels). */
   private emit(level: Level, conn: string | null, msg: string): void {
+    if (conn === null && this.quiet > 0) return;
     if (this.json) {
       if (conn === null) this.p[level](msg);
       else this.p[level]({ conn }, msg);
