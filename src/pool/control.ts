@@ -8,6 +8,12 @@
 // pause mode close idle servers, in suspend mode stop reading and wait for output to drain, see
 // whether a waiting PAUSE/SUSPEND/WAIT_CLOSE can be answered and whether a shutdown can finish.
 // It runs on every janitor tick, and on a fast timer while something is waiting for it.
+//
+// With `workers` > 1 every event loop has its own pools, so a command acts on all of them: the
+// loop that took it (the console's, or the main thread for a signal) applies it and sends it to
+// the others over the bus (`control.do`), and a command that waits answers when every loop's
+// condition holds (`control.wait`). Only the main thread ends the process: SHUTDOWN elsewhere
+// asks it to, and the wait modes exit once every loop has no server (or client) left.
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
 import { exitNow } from '../process/exit.js';
@@ -16,6 +22,9 @@ import { nowUs } from './clock.js';
 import { onJanitorTick } from './janitor.js';
 import { closeTcpListeners, setAccepting } from './listener.js';
 import { sdNotifyStopping } from '../process/systemd.js';
+import { onRequest, requestAll, tell, tellAll } from '../workers/bus.js';
+import { multiWorker, workerSelf } from '../workers/identity.js';
+import { findDatabase } from './databases.js';
 import { registry, type PgDatabase, type PgPool } from './objects.js';
 import {
   assignWaitingClients, disconnectClient, disconnectServer, launchNewConnection, poolerState,
@@ -29,6 +38,8 @@ export const control = {
   shutdown: 'none' as ShutdownMode,
   /** when SUSPEND started (suspend_timeout) */
   suspendStartUs: 0,
+  /** SUSPEND was issued in this loop (the others follow it and leave the admin check to it) */
+  suspendOwner: false,
 };
 
 /** Something waiting for maintain(): an admin's PAUSE/SUSPEND/WAIT_CLOSE reply. */
@@ -55,6 +66,7 @@ export function startControl(): void {
     maintain();
     trimPools();
   });
+  if (multiWorker()) listenToOtherLoops();
 }
 
 function ensureFast(): void {
@@ -125,6 +137,7 @@ export function resumeAll(): void {
   poolerState.suspended = false;
   if (wasSuspended) {
     control.suspendStartUs = 0;
+    control.suspendOwner = false;
     setAccepting(true);
     const conns = [...suspendedConns];
     suspendedConns.clear();
@@ -147,9 +160,10 @@ export function anyDbPaused(): boolean {
 // ---------------------------------------------------------------------------------------------
 // SUSPEND
 
-/** SUSPEND: stop accepting and reading, let every buffer drain. */
-export function suspendAll(): void {
+/** SUSPEND: stop accepting and reading, let every buffer drain. `owner`: issued in this loop. */
+export function suspendAll(owner = true): void {
   poolerState.suspended = true;
+  control.suspendOwner = owner;
   control.suspendStartUs = nowUs();
   setAccepting(false);
   ensureFast();
@@ -272,8 +286,15 @@ export function closeNeededCount(db: PgDatabase | null): number {
 // ---------------------------------------------------------------------------------------------
 // SHUTDOWN
 
-/** SHUTDOWN (immediate) / SIGQUIT / a second SIGINT or SIGTERM. */
-export function shutdownNow(code = 0): never {
+/**
+ * SHUTDOWN (immediate) / SIGQUIT / a second SIGINT or SIGTERM. In a worker thread the main thread
+ * is asked to end the process (a worker's own exit would only end its loop, which is replaced).
+ */
+export function shutdownNow(code = 0): void {
+  if (workerSelf.index !== 0) {
+    tell(0, 'control.exit', code);
+    return;
+  }
   exitNow(code);
 }
 
@@ -283,10 +304,11 @@ export function shutdownNow(code = 0): never {
  */
 export function shutdownWaitForServers(): void {
   control.shutdown = 'wait_for_servers';
-  sdNotifyStopping();
+  if (workerSelf.index === 0) sdNotifyStopping();
   poolerState.shuttingDown = true;
   poolerState.paused = true;
   closeTcpListeners();
+  askOthersWhenDone();
   ensureFast();
   maintain();
 }
@@ -294,11 +316,40 @@ export function shutdownWaitForServers(): void {
 /** SHUTDOWN WAIT_FOR_CLIENTS / SIGTERM: stop taking TCP clients, exit when the last client leaves. */
 export function shutdownWaitForClients(): void {
   control.shutdown = 'wait_for_clients';
-  sdNotifyStopping();
+  if (workerSelf.index === 0) sdNotifyStopping();
   poolerState.shuttingDown = true;
   closeTcpListeners();
+  askOthersWhenDone();
   ensureFast();
   maintain();
+}
+
+/** This loop has nothing left that the shutdown mode in force waits for. */
+function shutdownDoneHere(): boolean {
+  if (control.shutdown === 'wait_for_servers') return registry.serverCount === 0;
+  if (control.shutdown === 'wait_for_clients') return registry.clientCount === 0;
+  return false;
+}
+
+/** main thread, `workers` > 1: the mode the other loops said they are done with */
+let othersDone: ShutdownMode = 'none';
+let othersAsked: ShutdownMode = 'none';
+
+/** Main thread: ask every other loop to answer once it is done with the shutdown mode now in force. */
+function askOthersWhenDone(): void {
+  if (!multiWorker() || workerSelf.index !== 0) return;
+  const mode = control.shutdown;
+  if (othersAsked === mode) return;
+  othersAsked = mode;
+  void requestAll('control.shutdown_wait').then(() => {
+    if (control.shutdown === mode) othersDone = mode;
+  });
+}
+
+/** The process may exit: the main thread with every other loop done (one loop: this one is). */
+function mayExit(): boolean {
+  if (!shutdownDoneHere()) return false;
+  return !multiWorker() || (workerSelf.index === 0 && othersDone === control.shutdown);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,11 +388,11 @@ function maintainOnce(): void {
         }
       }
     }
-    if (registry.serverCount === 0) {
+    if (mayExit()) {
       log.log('server connections dropped, exiting');
       exitNow(0);
     }
-  } else if (control.shutdown === 'wait_for_clients' && registry.clientCount === 0) {
+  } else if (control.shutdown === 'wait_for_clients' && mayExit()) {
     log.log('client connections dropped, exiting');
     exitNow(0);
   }
@@ -359,14 +410,41 @@ function maintainOnce(): void {
   }
 
   // the admin who suspended is gone: nobody could ever RESUME (PgBouncer resumes too)
-  if (poolerState.suspended && suspendPending === 0) {
-    const admin = registry.databases.get('pgbouncer');
-    const adminPool = admin?.forcedUser ? admin.pools.get(admin.forcedUser) : undefined;
-    if (adminPool === undefined || adminPool.activeClients.count === 0) {
+  if (poolerState.suspended && suspendPending === 0 && control.suspendOwner && adminClientsHere() === 0) {
+    if (!multiWorker()) {
       log.log('admin disappeared when suspended, doing RESUME');
       resumeAll();
+    } else {
+      resumeIfNoAdminAnywhere();
     }
   }
+}
+
+function adminClientsHere(): number {
+  const admin = registry.databases.get('pgbouncer');
+  const adminPool = admin?.forcedUser ? admin.pools.get(admin.forcedUser) : undefined;
+  return adminPool === undefined ? 0 : adminPool.activeClients.count;
+}
+
+/** when the other loops were last asked for their admins (µs), and whether the answer is awaited */
+let adminsAskedUs = 0;
+let askingAdmins = false;
+const ADMINS_ASK_INTERVAL_US = 500_000;
+
+/** `workers` > 1: the loop that suspended has no admin left; resume if no other loop has one. */
+function resumeIfNoAdminAnywhere(): void {
+  const now = nowUs();
+  if (askingAdmins || now - adminsAskedUs < ADMINS_ASK_INTERVAL_US) return;
+  askingAdmins = true;
+  adminsAskedUs = now;
+  void requestAll<number>('control.admins').then((replies) => {
+    askingAdmins = false;
+    const elsewhere = replies.reduce((n, r) => n + r.reply, 0);
+    if (elsewhere > 0 || !poolerState.suspended || !control.suspendOwner || adminClientsHere() > 0) return;
+    log.log('admin disappeared when suspended, doing RESUME');
+    resumeAll();
+    tellAll('control.do', { op: 'resume' } satisfies ControlOp);
+  });
 }
 
 /**
@@ -387,4 +465,132 @@ export function trimPools(): void {
       many--;
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// every event loop (`workers` > 1)
+
+/** A control command as the other loops apply it; a database travels by name. */
+export interface ControlOp {
+  op: 'pause' | 'pause_db' | 'resume' | 'resume_db' | 'suspend' | 'kill' | 'kill_db' | 'reconnect' |
+    'reconnect_db' | 'disable' | 'enable' | 'shutdown_servers' | 'shutdown_clients';
+  db?: string;
+}
+
+/** The database of an op in this loop (an auto-database is registered here too, as by the console). */
+function opDatabase(name: string | undefined): PgDatabase | null {
+  if (name === undefined) return null;
+  const db = findDatabase(name);
+  return db === null || db.admin ? null : db;
+}
+
+/** Apply an op another loop took (its log lines were written there). */
+function applyOp(o: ControlOp): void {
+  const db = opDatabase(o.db);
+  switch (o.op) {
+    case 'pause': if (!poolerState.paused && !poolerState.suspended) pauseAll(); break;
+    case 'pause_db': if (db !== null) pauseDb(db); break;
+    case 'resume': if (poolerState.paused || poolerState.suspended) resumeAll(); break;
+    case 'resume_db': if (db !== null) resumeDb(db); break;
+    case 'suspend': if (!poolerState.suspended) suspendAll(false); break;
+    case 'kill': killAll(); break;
+    case 'kill_db': if (db !== null) killDb(db); break;
+    case 'reconnect': reconnect(null); break;
+    case 'reconnect_db': if (db !== null) reconnect(db); break;
+    case 'disable': if (db !== null) db.disabled = true; break;
+    case 'enable': if (db !== null) db.disabled = false; break;
+    case 'shutdown_servers': shutdownWaitForServers(); break;
+    case 'shutdown_clients': shutdownWaitForClients(); break;
+  }
+}
+
+/**
+ * After applying a command here: the other loops apply it too. Null with one loop (nothing to
+ * wait for: the caller answers at once, as always); else resolves once every loop has applied it.
+ */
+export function applyElsewhere(o: ControlOp): Promise<void> | null {
+  if (!multiWorker()) return null;
+  return requestAll('control.do', o).then(() => undefined);
+}
+
+/** What a waiting command waits for. */
+export interface WaitFor {
+  what: 'pause' | 'suspend' | 'wait_close';
+  /** a database name; none: the whole pooler */
+  db?: string;
+}
+
+/** The condition that ends a wait, in this loop (PAUSE also ends with a RESUME from elsewhere). */
+export function waitCondition(w: WaitFor, db: PgDatabase | null): () => boolean {
+  switch (w.what) {
+    case 'pause':
+      return db === null ? () => !poolerState.paused || pauseDone(null) : () => !db.paused || pauseDone(db);
+    case 'suspend':
+      return () => !poolerState.suspended || suspendDone();
+    case 'wait_close':
+      return () => closeNeededCount(db) === 0;
+  }
+}
+
+/** waits of other loops running here, by their token, so that they can be dropped */
+const remoteWaits = new Map<string, { waiter: Waiter; resolve: (done: boolean) => void }>();
+let waitSeq = 0;
+
+/**
+ * Wait for `w` in every other loop: null with one loop; else the token (to drop the waits with
+ * dropWaitElsewhere) and a promise that resolves when every loop's condition holds.
+ */
+export function waitElsewhere(w: WaitFor): { token: string; done: Promise<void> } | null {
+  if (!multiWorker()) return null;
+  const token = `${workerSelf.index}:${++waitSeq}`;
+  const done = requestAll('control.wait', { ...w, token }).then(() => {
+    // the local waiter that depends on this is checked on the fast timer; look now
+    ensureFast();
+  });
+  return { token, done };
+}
+
+/** Nobody needs the answer of waitElsewhere() any more (the admin left or cancelled). */
+export function dropWaitElsewhere(token: string): void {
+  tellAll('control.unwait', token);
+}
+
+function listenToOtherLoops(): void {
+  onRequest('control.do', (d) => {
+    log.quietly(() => applyOp(d as ControlOp));
+    return true;
+  });
+  onRequest('control.wait', (d) => {
+    const w = d as WaitFor & { token: string };
+    const db = w.db === undefined ? null : log.quietly(() => opDatabase(w.db));
+    const done = waitCondition(w, db);
+    return new Promise<boolean>((resolve) => {
+      const waiter: Waiter = {
+        done,
+        alive: () => true,
+        finish: () => {
+          remoteWaits.delete(w.token);
+          resolve(true);
+        },
+      };
+      remoteWaits.set(w.token, { waiter, resolve });
+      waitUntil(waiter);
+      maintain();
+    });
+  });
+  onRequest('control.unwait', (d) => {
+    const r = remoteWaits.get(d as string);
+    if (r === undefined) return;
+    remoteWaits.delete(d as string);
+    cancelWaiter(r.waiter);
+    r.resolve(false);
+  });
+  onRequest('control.admins', () => adminClientsHere());
+  // answered once this loop has nothing left that the shutdown in force waits for
+  onRequest('control.shutdown_wait', () => new Promise<boolean>((resolve) => {
+    waitUntil({ done: () => control.shutdown !== 'none' && shutdownDoneHere(), alive: () => true, finish: () => resolve(true) });
+  }));
+  onRequest('control.exit', (d) => {
+    if (workerSelf.index === 0) exitNow(d as number);
+  });
 }
