@@ -2,7 +2,9 @@
 // (grammar.ts), permissions (admin_users: everything; stats_users: SHOW except FDS), the control
 // commands with their tags, errors and `... command issued` log lines, SET, and the replies of
 // commands that wait (PAUSE, SUSPEND, WAIT_CLOSE answer only when done; meanwhile the admin's
-// further queries are held).
+// further queries are held). With `workers` > 1 a command acts on every event loop and SHOW
+// answers for all of them (merged.ts): the reply then comes when the other loops have answered,
+// and the admin's further queries are held the same way.
 import { cf } from '../config/current.js';
 import { SettingError, setSetting } from '../config/settings.js';
 import { log } from '../log/logger.js';
@@ -12,13 +14,16 @@ import { findDatabase } from '../pool/databases.js';
 import { registry, type PgDatabase } from '../pool/objects.js';
 import { disconnectClient, poolerState } from '../pool/pooler.js';
 import {
-  anyDbPaused, cancelWaiter, closeNeededCount, control, findClientById, killAll, killDb, pauseAll, pauseDb,
-  pauseDone, reconnect, resumeAll, resumeDb, shutdownNow, shutdownWaitForClients, shutdownWaitForServers,
-  suspendAll, suspendDone, waitUntil, type Waiter,
+  anyDbPaused, applyElsewhere, cancelWaiter, control, dropWaitElsewhere, findClientById, killAll, killDb, pauseAll,
+  pauseDb, reconnect, resumeAll, resumeDb, shutdownNow, shutdownWaitForClients, shutdownWaitForServers, suspendAll,
+  waitCondition, waitElsewhere, waitUntil, type ControlOp, type WaitFor, type Waiter,
 } from '../pool/control.js';
-import { reloadConfig } from '../reload.js';
+import { reloadConfig, reloadElsewhere } from '../reload.js';
 import { reloadTls } from '../tls/context.js';
+import { onRequest, request, requestAll } from '../workers/bus.js';
+import { multiWorker, workerSelf } from '../workers/identity.js';
 import { parseAdminQuery } from './grammar.js';
+import { show } from './merged.js';
 import { FAKE_PARAMS, HELP_DETAIL, SHOW_MAP, type ResultSet } from './show.js';
 
 interface Ctx {
@@ -74,11 +79,13 @@ function requireAdmin(ctx: Ctx): boolean {
 // commands that answer later
 
 /** admin clients waiting for their reply, with what they wait for */
-const waiting = new Map<Client, { waiter: Waiter; tag: string }>();
+const waiting = new Map<Client, { waiter: Waiter; tag: string; elsewhere: string | null }>();
+/** `workers` > 1: admin clients whose reply waits for the other loops' answers */
+const busy = new Set<Client>();
 
 /** While an admin waits for its reply, its next messages are held (console.ts asks). */
 export function adminIsWaiting(client: Client): boolean {
-  return waiting.has(client);
+  return waiting.has(client) || busy.has(client);
 }
 
 function finishWaiting(client: Client, tag: string): void {
@@ -88,24 +95,67 @@ function finishWaiting(client: Client, tag: string): void {
   client.stream.resume();
 }
 
-/** Reply `tag` now if `done()`, else when it becomes true. */
-function replyWhen(ctx: Ctx, tag: string, done: () => boolean): void {
+/**
+ * Reply `tag` now if `done()` holds (and the other loops' condition, when there are others),
+ * else when it does. `what` is what every other loop waits for.
+ */
+function replyWhen(ctx: Ctx, tag: string, what: WaitFor, db: PgDatabase | null): void {
+  const here = waitCondition(what, db);
+  const others = waitElsewhere(what);
+  let othersDone = others === null;
+  void others?.done.then(() => { othersDone = true; });
+  const done = (): boolean => othersDone && here();
   if (done()) {
     sendTag(ctx.client, tag);
     return;
   }
   const client = ctx.client;
+  const elsewhere = others?.token ?? null;
   const waiter: Waiter = {
     done,
     alive: () => {
       if (!client.closed) return true;
       waiting.delete(client);
+      if (elsewhere !== null) dropWaitElsewhere(elsewhere);
       return false;
     },
     finish: () => finishWaiting(client, tag),
   };
-  waiting.set(client, { waiter, tag });
+  waiting.set(client, { waiter, tag, elsewhere });
   waitUntil(waiter);
+}
+
+/**
+ * `workers` > 1: answer once `later` is settled (the other loops have answered); the admin's next
+ * queries wait meanwhile.
+ */
+function answerLater<T>(client: Client, later: Promise<T>, answer: (v: T) => void): void {
+  busy.add(client);
+  later.then((v) => {
+    busy.delete(client);
+    if (client.closed) return;
+    answer(v);
+    client.stream.resume();
+  }).catch((e: unknown) => {
+    busy.delete(client);
+    log.error(`admin command failed: ${(e as Error).message}`);
+    if (!client.closed) client.fail('admin command failed');
+  });
+}
+
+/** Answer now (one loop: null), or once the other loops have done what `others` stands for. */
+function answerAfter(client: Client, others: Promise<unknown> | null, answer: () => void): void {
+  if (others === null) answer();
+  else answerLater(client, others, answer);
+}
+
+function replyAfter(ctx: Ctx, others: Promise<unknown> | null, tag: string, notices: Buffer[] = []): void {
+  answerAfter(ctx.client, others, () => sendTag(ctx.client, tag, notices));
+}
+
+/** A command applied here: the other loops apply it too, and the reply waits for them. */
+function replyEverywhere(ctx: Ctx, op: ControlOp, tag: string): void {
+  replyAfter(ctx, applyElsewhere(op), tag);
 }
 
 /**
@@ -119,7 +169,11 @@ export function adminCancelRequest(target: Client): void {
     return;
   }
   cancelWaiter(w.waiter);
-  if (poolerState.paused || poolerState.suspended) resumeAll();
+  if (w.elsewhere !== null) dropWaitElsewhere(w.elsewhere);
+  if (poolerState.paused || poolerState.suspended) {
+    resumeAll();
+    void applyElsewhere({ op: 'resume' });
+  }
   finishWaiting(target, 'RESUME');
 }
 
@@ -156,15 +210,17 @@ function cmdPause(ctx: Ctx, arg: string): void {
   if (arg === '') {
     log.log('PAUSE command issued');
     pauseAll();
+    void applyElsewhere({ op: 'pause' });
     // a RESUME from elsewhere also ends the wait
-    replyWhen(ctx, 'PAUSE', () => !poolerState.paused || pauseDone(null));
+    replyWhen(ctx, 'PAUSE', { what: 'pause' }, null);
     return;
   }
   log.log(`PAUSE '${arg}' command issued`);
   const db = dbArg(ctx, arg, 'pause');
   if (db === null) return;
   pauseDb(db);
-  replyWhen(ctx, 'PAUSE', () => !db.paused || pauseDone(db));
+  void applyElsewhere({ op: 'pause_db', db: db.name });
+  replyWhen(ctx, 'PAUSE', { what: 'pause', db: db.name }, db);
 }
 
 function cmdResume(ctx: Ctx, arg: string): void {
@@ -174,14 +230,15 @@ function cmdResume(ctx: Ctx, arg: string): void {
     log.log('RESUME command issued');
     if (!poolerState.paused && !poolerState.suspended) return sendError(ctx, 'pooler is not paused/suspended');
     resumeAll();
+    replyEverywhere(ctx, { op: 'resume' }, 'RESUME');
   } else {
     log.log(`RESUME '${arg}' command issued`);
     const db = registry.databases.get(arg);
     if (db === undefined) return sendError(ctx, `no such database: ${arg}`);
     if (!db.paused) return sendError(ctx, `database ${arg} is not paused`);
     resumeDb(db);
+    replyEverywhere(ctx, { op: 'resume_db', db: db.name }, 'RESUME');
   }
-  sendTag(ctx.client, 'RESUME');
 }
 
 function cmdSuspend(ctx: Ctx, arg: string): void {
@@ -191,7 +248,8 @@ function cmdSuspend(ctx: Ctx, arg: string): void {
   if (anyDbPaused()) return sendError(ctx, 'cannot suspend with paused databases');
   log.log('SUSPEND command issued');
   suspendAll();
-  replyWhen(ctx, 'SUSPEND', () => !poolerState.suspended || suspendDone());
+  void applyElsewhere({ op: 'suspend' });
+  replyWhen(ctx, 'SUSPEND', { what: 'suspend' }, null);
 }
 
 function cmdDisableEnable(ctx: Ctx, arg: string, disable: boolean): void {
@@ -202,7 +260,7 @@ function cmdDisableEnable(ctx: Ctx, arg: string, disable: boolean): void {
   const db = dbArg(ctx, arg, disable ? 'disable' : 'enable');
   if (db === null) return;
   db.disabled = disable;
-  sendTag(ctx.client, verb);
+  replyEverywhere(ctx, { op: disable ? 'disable' : 'enable', db: db.name }, verb);
 }
 
 function cmdReconnect(ctx: Ctx, arg: string): void {
@@ -210,13 +268,14 @@ function cmdReconnect(ctx: Ctx, arg: string): void {
   if (arg === '') {
     log.log('RECONNECT command issued');
     reconnect(null);
+    replyEverywhere(ctx, { op: 'reconnect' }, 'RECONNECT');
   } else {
     log.log(`RECONNECT '${arg}' command issued`);
     const db = dbArg(ctx, arg, 'reconnect');
     if (db === null) return;
     reconnect(db);
+    replyEverywhere(ctx, { op: 'reconnect_db', db: db.name }, 'RECONNECT');
   }
-  sendTag(ctx.client, 'RECONNECT');
 }
 
 function cmdKill(ctx: Ctx, arg: string): void {
@@ -225,37 +284,53 @@ function cmdKill(ctx: Ctx, arg: string): void {
   if (arg === '') {
     log.log('KILL command issued');
     killAll();
+    replyEverywhere(ctx, { op: 'kill' }, 'KILL');
   } else {
     log.log(`KILL '${arg}' command issued`);
     const db = dbArg(ctx, arg, 'kill');
     if (db === null) return;
     killDb(db);
+    replyEverywhere(ctx, { op: 'kill_db', db: db.name }, 'KILL');
   }
-  sendTag(ctx.client, 'KILL');
 }
 
 function cmdKillClient(ctx: Ctx, arg: string): void {
   if (!requireAdmin(ctx)) return;
   if (!/^[0-9]+$/.test(arg)) return sendError(ctx, 'invalid client pointer supplied');
   log.log(`KILL_CLIENT '${arg}' command issued`);
-  const target = findClientById(Number(arg));
-  if (target === null) return sendError(ctx, 'client not found');
-  disconnectClient(target, true, 'admin forced disconnect');
+  const id = Number(arg);
+  // with `workers` > 1 the id tells which loop has the client
+  const owner = id % workerSelf.count;
+  if (owner !== workerSelf.index) {
+    answerLater(ctx.client, request<boolean>(owner, 'console.kill_client', id), (found) => {
+      if (found === true) sendTag(ctx.client, 'KILL_CLIENT');
+      else sendError(ctx, 'client not found');
+    });
+    return;
+  }
+  if (!killClient(id)) return sendError(ctx, 'client not found');
   sendTag(ctx.client, 'KILL_CLIENT');
+}
+
+function killClient(id: number): boolean {
+  const target = findClientById(id);
+  if (target === null) return false;
+  disconnectClient(target, true, 'admin forced disconnect');
+  return true;
 }
 
 function cmdWaitClose(ctx: Ctx, arg: string): void {
   if (!requireAdmin(ctx)) return;
   if (arg === '') {
     log.log('WAIT_CLOSE command issued');
-    replyWhen(ctx, 'WAIT_CLOSE', () => closeNeededCount(null) === 0);
+    replyWhen(ctx, 'WAIT_CLOSE', { what: 'wait_close' }, null);
     return;
   }
   log.log(`WAIT_CLOSE '${arg}' command issued`);
   const db = lookupDb(arg);
   if (db === null) return sendError(ctx, `no such database: ${arg}`);
   if (db.admin) return sendError(ctx, `cannot wait in admin db: ${arg}`);
-  replyWhen(ctx, 'WAIT_CLOSE', () => closeNeededCount(db) === 0);
+  replyWhen(ctx, 'WAIT_CLOSE', { what: 'wait_close', db: db.name }, db);
 }
 
 function cmdShutdown(ctx: Ctx, arg: string): void {
@@ -269,10 +344,12 @@ function cmdShutdown(ctx: Ctx, arg: string): void {
     log.log('SHUTDOWN WAIT_FOR_SERVERS command issued');
     sendTag(ctx.client, 'SHUTDOWN');
     shutdownWaitForServers();
+    void applyElsewhere({ op: 'shutdown_servers' });
   } else if (mode === 'wait_for_clients') {
     log.log('SHUTDOWN WAIT_FOR_CLIENTS command issued');
     sendTag(ctx.client, 'SHUTDOWN');
     shutdownWaitForClients();
+    void applyElsewhere({ op: 'shutdown_clients' });
   } else {
     syntaxError(ctx);
   }
@@ -282,8 +359,11 @@ function cmdReload(ctx: Ctx, arg: string): void {
   if (arg !== '') return syntaxError(ctx);
   if (!requireAdmin(ctx)) return;
   log.log('RELOAD command issued');
-  if (!reloadConfig()) return sendError(ctx, 'RELOAD failed, see logs for additional details', 'F0000');
-  sendTag(ctx.client, 'RELOAD');
+  const ok = reloadConfig();
+  answerAfter(ctx.client, reloadElsewhere(), () => {
+    if (ok) sendTag(ctx.client, 'RELOAD');
+    else sendError(ctx, 'RELOAD failed, see logs for additional details', 'F0000');
+  });
 }
 
 function cmdShow(ctx: Ctx, arg: string): void {
@@ -297,10 +377,11 @@ function cmdShow(ctx: Ctx, arg: string): void {
     sendTag(ctx.client, 'SHOW', [msg.notice('Console usage', '00000', HELP_DETAIL)]);
     return;
   }
-  const build = Object.prototype.hasOwnProperty.call(SHOW_MAP, what) ? SHOW_MAP[what] : undefined;
-  if (build === undefined) return syntaxError(ctx);
+  if (!Object.prototype.hasOwnProperty.call(SHOW_MAP, what)) return syntaxError(ctx);
   if (what === 'fds' && !requireAdmin(ctx)) return;
-  sendResult(ctx.client, build());
+  const rs = show(what);
+  if (rs instanceof Promise) answerLater(ctx.client, rs, (r) => sendResult(ctx.client, r));
+  else sendResult(ctx.client, rs);
 }
 
 const COMMANDS: Record<string, (ctx: Ctx, arg: string) => void> = {
@@ -350,8 +431,28 @@ function cmdSet(ctx: Ctx, key: string, value: string): void {
     sendError(ctx, 'SET failed');
     return;
   }
-  sendTag(ctx.client, `SET ${key}=${value}`, applySet(key));
+  replyAfter(ctx, setElsewhere(key, value), `SET ${key}=${value}`, applySet(key));
 }
+
+/** `workers` > 1: the other loops take the value too (it was checked here; their lines are this loop's). */
+function setElsewhere(key: string, value: string): Promise<unknown> | null {
+  return multiWorker() ? requestAll('console.set', { key, value }) : null;
+}
+
+onRequest('console.set', (d) => {
+  const { key, value } = d as { key: string; value: string };
+  log.quietly(() => {
+    try {
+      setSetting(cf, key, value, { startup: false });
+      applySet(key);
+    } catch (e) {
+      if (!(e instanceof SettingError)) throw e;
+    }
+  });
+  return true;
+});
+
+onRequest('console.kill_client', (id) => killClient(id as number));
 
 // ---------------------------------------------------------------------------------------------
 

@@ -99,7 +99,8 @@ function adminOnMessage(client: Client, type: number, len: number, buf: Buffer, 
     return STOP;
   }
   if (!complete) return NEED_FULL;
-  // a PAUSE/SUSPEND/WAIT_CLOSE is still running: hold this query until it is answered
+  // a PAUSE/SUSPEND/WAIT_CLOSE is still running, or (workers > 1) the other loops' answers to the
+  // last command are awaited: hold this query until it is answered
   if (adminIsWaiting(client)) return WAIT;
   const end = start + len + 1;
   const qe = cstrEnd(buf, start + 5, end);
