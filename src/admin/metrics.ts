@@ -6,7 +6,8 @@
 // that answer SHOW STATS_TOTALS, POOLS, DATABASES, LISTS, CLIENTS, CONFIG and VERSION
 // (admin/show.ts): nothing is computed twice. The `pgbun_*` metrics go beyond it: latency
 // histograms (stats/latency.ts), logins by result, server login failures and connection limits
-// hit (stats/events.ts).
+// hit (stats/events.ts). With `workers` > 1 every value covers all event loops: the SHOW results
+// are the console's merged ones and the rest is summed over the loops (admin/merged.ts).
 //
 // prom-client does the exposition (escaping, type and help lines, number formatting). The
 // endpoint has its own HTTP server, so it keeps answering during PAUSE, SUSPEND and shutdown,
@@ -16,12 +17,9 @@ import http from 'node:http';
 import client from 'prom-client';
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
-import { LATENCY_BUCKETS, type LatencyHistogram, type PoolLatency } from '../stats/latency.js';
-import { limitHits, loginFailures, serverLogins } from '../stats/events.js';
-import {
-  showClients, showConfig, showDatabases, showLists, showPools, showStatsTotals, showVersion,
-  sortedPools, type ResultSet, type Value,
-} from './show.js';
+import { LATENCY_BUCKETS } from '../stats/latency.js';
+import { metricsOfAllLoops, showAll, type MetricsPart, type PoolHistograms } from './merged.js';
+import type { ResultSet, Value } from './show.js';
 
 type Row = Record<string, Value>;
 
@@ -42,19 +40,26 @@ interface Snapshot {
   clients: Row[];
   config: Map<string, string>;
   version: string;
+  /** histograms and event counters */
+  more: MetricsPart;
 }
 
 let snap: Snapshot | null = null;
 
-function takeSnapshot(): Snapshot {
+async function takeSnapshot(): Promise<Snapshot> {
+  const [stats, pools, databases, lists, clients, config, version, more] = await Promise.all([
+    showAll('stats_totals'), showAll('pools'), showAll('databases'), showAll('lists'), showAll('clients'),
+    showAll('config'), showAll('version'), metricsOfAllLoops(),
+  ]);
   return {
-    stats: byName(showStatsTotals()),
-    pools: byName(showPools()),
-    databases: byName(showDatabases()),
-    lists: new Map(showLists().rows.map((r) => [str(r[0]!), num(r[1]!)])),
-    clients: byName(showClients()),
-    config: new Map(showConfig().rows.map((r) => [str(r[0]!), str(r[1]!)])),
-    version: str(showVersion().rows[0]![0]!),
+    stats: byName(stats),
+    pools: byName(pools),
+    databases: byName(databases),
+    lists: new Map(lists.rows.map((r) => [str(r[0]!), num(r[1]!)])),
+    clients: byName(clients),
+    config: new Map(config.rows.map((r) => [str(r[0]!), str(r[1]!)])),
+    version: str(version.rows[0]![0]!),
+    more,
   };
 }
 
@@ -183,25 +188,25 @@ counter('pgbun_client_logins_total', 'Client logins by result: ok (SHOW STATS cl
   let ok = 0;
   for (const r of s.stats) ok += num(r.client_login_count!);
   c.inc({ result: 'ok' }, ok);
-  for (const [result, n] of Object.entries(loginFailures)) c.inc({ result }, n);
+  for (const [result, n] of Object.entries(s.more.loginFailures)) c.inc({ result }, n);
 });
-counter('pgbun_server_login_failures_total', 'Server logins to PostgreSQL that failed', [], (c) => c.inc(serverLogins.failed));
-counter('pgbun_pool_full_total', 'Times a connection limit refused a client login (max_client_conn, max_db_client_connections, max_user_client_connections) or held back a new server connection (max_db_connections, max_user_connections)', ['limit'], (c) => {
-  for (const [limit, n] of Object.entries(limitHits)) c.inc({ limit }, n);
+counter('pgbun_server_login_failures_total', 'Server logins to PostgreSQL that failed', [], (c, s) => c.inc(s.more.serverLoginFailures));
+counter('pgbun_pool_full_total', 'Times a connection limit refused a client login (max_client_conn, max_db_client_connections, max_user_client_connections) or held back a new server connection (max_db_connections, max_user_connections)', ['limit'], (c, s) => {
+  for (const [limit, n] of Object.entries(s.more.limitHits)) c.inc({ limit }, n);
 });
 
 /**
  * A histogram kept by the pools themselves (stats/latency.ts): prom-client only formats it,
  * through the registry's metric interface (an object whose get() returns the values).
  */
-function poolHistogram(name: string, help: string, pick: (l: PoolLatency) => LatencyHistogram): void {
+function poolHistogram(name: string, help: string, pick: (p: PoolHistograms) => PoolHistograms['query']): void {
   const metric = {
     name, help, type: 'histogram', aggregator: 'sum',
     get() {
       const values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> = [];
-      for (const p of sortedPools()) {
-        const h = pick(p.latency);
-        const labels = { database: p.db.name, user: p.user.name };
+      for (const p of snap?.more.pools ?? []) {
+        const h = pick(p);
+        const labels = { database: p.database, user: p.user };
         let cumulative = 0;
         LATENCY_BUCKETS.forEach((le, k) => {
           cumulative += h.counts[k]!;
@@ -217,18 +222,25 @@ function poolHistogram(name: string, help: string, pick: (l: PoolLatency) => Lat
   reg.registerMetric(metric as unknown as client.Metric);
 }
 
-poolHistogram('pgbun_query_duration_seconds', 'Query times, as SHOW STATS query_time sums them', (l) => l.query);
-poolHistogram('pgbun_transaction_duration_seconds', 'Transaction times, as SHOW STATS xact_time sums them', (l) => l.xact);
-poolHistogram('pgbun_client_wait_duration_seconds', 'Time clients waited for a server, as SHOW STATS wait_time sums it', (l) => l.wait);
+poolHistogram('pgbun_query_duration_seconds', 'Query times, as SHOW STATS query_time sums them', (p) => p.query);
+poolHistogram('pgbun_transaction_duration_seconds', 'Transaction times, as SHOW STATS xact_time sums them', (p) => p.xact);
+poolHistogram('pgbun_client_wait_duration_seconds', 'Time clients waited for a server, as SHOW STATS wait_time sums it', (p) => p.wait);
+
+/** scrapes one after the other: the metrics read the one snapshot in `snap` */
+let scrapes: Promise<unknown> = Promise.resolve();
 
 /** The whole exposition, as a scrape gets it. */
-async function renderMetrics(): Promise<string> {
-  snap = takeSnapshot();
-  try {
-    return await reg.metrics();
-  } finally {
-    snap = null;
-  }
+function renderMetrics(): Promise<string> {
+  const next = scrapes.then(async () => {
+    snap = await takeSnapshot();
+    try {
+      return await reg.metrics();
+    } finally {
+      snap = null;
+    }
+  });
+  scrapes = next.catch(() => undefined);
+  return next;
 }
 
 // --------------------------------------------------------------- the HTTP endpoint
