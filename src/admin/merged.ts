@@ -204,11 +204,21 @@ const MERGERS: Record<string, Merger> = {
   },
 };
 
+/** The SHOW names a merge of `name` needs from every loop: itself first. */
+export function partsNeeded(name: string): string[] {
+  return [name, ...MERGERS[name]?.needs ?? []];
+}
+
+/** Every loop's results for partsNeeded(name), merged into one. */
+export function mergeParts(name: string, parts: ResultSet[][]): ResultSet {
+  const m = MERGERS[name];
+  return m === undefined ? parts[0]![0]! : m.merge(parts);
+}
+
 /** A SHOW result for the whole pooler: at once with one loop (or for what every loop has alike). */
 export function show(name: string): ResultSet | Promise<ResultSet> {
-  const m = MERGERS[name];
-  if (!multiWorker() || m === undefined) return SHOW_MAP[name]!();
-  return gather([name, ...m.needs ?? []]).then((parts) => m.merge(parts));
+  if (!multiWorker() || MERGERS[name] === undefined) return SHOW_MAP[name]!();
+  return gather(partsNeeded(name)).then((parts) => mergeParts(name, parts));
 }
 
 /** The merged SHOW result, awaited (the metrics endpoint). */

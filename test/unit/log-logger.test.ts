@@ -141,3 +141,22 @@ test('control characters and line breaks from names and messages are escaped: on
     assert.equal((JSON.parse(lines[2]!) as { msg: string }).msg, `json\n${forged}`);
   });
 });
+
+test('quietly() keeps the lines about connections and drops the others, text and JSON alike', () => {
+  for (const json of [false, true]) {
+    withLogger((l, read) => {
+      l.setJson(json);
+      const out = l.quietly(() => {
+        l.warning('config problem');
+        l.conn('log', subject, 'closing because: database removed');
+        return 7;
+      });
+      assert.equal(out, 7);
+      l.log('after');
+      const lines = read();
+      assert.equal(lines.length, 2, lines.join('\n'));
+      assert.match(lines[0]!, /closing because: database removed/);
+      assert.match(lines[1]!, /after/);
+    });
+  }
+});
