@@ -22,7 +22,7 @@ import { nowUs } from './clock.js';
 import { onJanitorTick } from './janitor.js';
 import { closeTcpListeners, setAccepting } from './listener.js';
 import { sdNotifyStopping } from '../process/systemd.js';
-import { onRequest, requestAll, tell, tellAll } from '../workers/bus.js';
+import { onRequest, request, requestAll, tell, tellAll } from '../workers/bus.js';
 import { multiWorker, workerSelf } from '../workers/identity.js';
 import { findDatabase } from './databases.js';
 import { registry, type PgDatabase, type PgPool } from './objects.js';
@@ -66,7 +66,13 @@ export function startControl(): void {
     maintain();
     trimPools();
   });
-  if (multiWorker()) listenToOtherLoops();
+  // a worker thread started after the others (one replacing a worker that died) takes on the
+  // state the console and signals left the pooler in
+  if (workerSelf.index !== 0) {
+    void request<ControlOp[]>(0, 'control.state').then((ops) => {
+      for (const o of ops ?? []) log.quietly(() => applyOp(o));
+    });
+  }
 }
 
 function ensureFast(): void {
@@ -555,7 +561,21 @@ export function dropWaitElsewhere(token: string): void {
   tellAll('control.unwait', token);
 }
 
-function listenToOtherLoops(): void {
+/** The state PAUSE, SUSPEND, KILL, DISABLE and the signals left here, as the ops that make it. */
+function stateOps(): ControlOp[] {
+  const ops: ControlOp[] = [];
+  if (poolerState.suspended) ops.push({ op: 'suspend' });
+  else if (poolerState.paused && control.shutdown === 'none') ops.push({ op: 'pause' });
+  for (const db of registry.databases.values()) {
+    if (db.admin) continue;
+    if (db.paused) ops.push({ op: 'pause_db', db: db.name });
+    if (db.disabled) ops.push({ op: 'disable', db: db.name });
+  }
+  return ops;
+}
+
+/** What the other loops ask of this one. */
+function answerOtherLoops(): void {
   onRequest('control.do', (d) => {
     log.quietly(() => applyOp(d as ControlOp));
     return true;
@@ -593,4 +613,8 @@ function listenToOtherLoops(): void {
   onRequest('control.exit', (d) => {
     if (workerSelf.index === 0) exitNow(d as number);
   });
+  onRequest('control.state', stateOps);
 }
+
+// registered when the module loads, so that a worker thread answers from its start
+answerOtherLoops();
