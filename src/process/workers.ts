@@ -13,7 +13,7 @@ import { sharedSockets, type SharedSocket } from '../pool/listener.js';
 import { announceGone, connectPeer, dropPeer, introduce } from '../workers/bus.js';
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
-import type { Settings } from '../config/settings.js';
+import { MAX_WORKERS, type Settings } from '../config/settings.js';
 import { workerScript } from '../runtime/entry.js';
 
 /** What a worker thread is started with (process/worker.ts reads it). */
@@ -30,9 +30,10 @@ export interface WorkerStart {
   ports: Array<[number, MessagePort]>;
 }
 
-/** The `workers` setting as a number: `auto` is the CPUs this process may run on. */
+/** The `workers` setting as a number: `auto` is the CPUs this process may run on, at most MAX_WORKERS. */
 export function configuredWorkers(value: string): number {
-  if (value === 'auto') return Math.max(1, os.availableParallelism());
+  // beyond MAX_WORKERS the cancel keys could not name the loop (pool/cancel-key.ts)
+  if (value === 'auto') return Math.min(MAX_WORKERS, Math.max(1, os.availableParallelism()));
   return Number(value);
 }
 
