@@ -1,7 +1,8 @@
 // The entry of a worker thread (`workers` > 1): the same pooler as the main thread, started from
-// the main thread's settings (SET and -v included) and the same files, accepting on the shared
-// Unix and systemd sockets and on TCP sockets of its own (SO_REUSEPORT). No signals, pidfile,
-// daemon, systemd or metrics endpoint here: those are the main thread's (process/workers.ts).
+// the main thread's settings (SET and -v included) and the same files, accepting on TCP sockets of
+// its own (SO_REUSEPORT); the Unix socket and systemd's sockets are the main thread's (see
+// pool/listener.ts, sharedFds). No signals, pidfile, daemon, systemd or metrics endpoint here:
+// those are the main thread's (process/workers.ts).
 import { parentPort, workerData } from 'node:worker_threads';
 import { cf, installSettings } from '../config/current.js';
 import { loadConfig } from '../config/load.js';
@@ -10,7 +11,7 @@ import { log } from '../log/logger.js';
 import { applyConfig } from '../pool/databases.js';
 import { initTrackedParams } from '../pool/varcache.js';
 import { startJanitor } from '../pool/janitor.js';
-import { adoptSharedSockets, startListening } from '../pool/listener.js';
+import { leaveSharedSockets, startListening } from '../pool/listener.js';
 import { startAdmin } from '../admin/start.js';
 import { loadAuthFile } from '../auth/authfile.js';
 import { reloadAuthFiles } from '../auth/login.js';
@@ -44,7 +45,7 @@ async function run(start: WorkerStart): Promise<void> {
   const hbaRefused = reloadAuthFiles();
   if (hbaRefused !== null) throw new Error(hbaRefused);
 
-  await adoptSharedSockets(start.shared);
+  leaveSharedSockets(start.mainOnlyTcp);
   await startListening(true);
   startJanitor();
   startAdmin(config);

@@ -1,5 +1,6 @@
 // `workers = N`: the main thread (worker 0) starts N-1 worker threads, each a whole pooler
-// event loop that accepts on the same listen addresses, and replaces one that dies. The loops
+// event loop that accepts on the same TCP listen addresses (the Unix socket and systemd's sockets
+// are the main thread's alone: pool/listener.ts), and replaces one that dies. The loops
 // share the pooler's limits through a SharedArrayBuffer (workers/shared.ts) and talk through
 // the message bus (workers/bus.ts): the console's SHOW and control commands reach every loop,
 // cancel requests reach the loop that issued the key. Only the main thread handles signals,
@@ -9,7 +10,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
 import { poolerState } from '../pool/pooler.js';
-import { sharedSockets, type SharedSocket } from '../pool/listener.js';
+import { mainOnlyTcpAddresses } from '../pool/listener.js';
 import { announceGone, connectPeer, dropPeer, introduce } from '../workers/bus.js';
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
@@ -25,7 +26,8 @@ export interface WorkerStart {
   buffer: SharedArrayBuffer;
   settings: Settings;
   logStderr: boolean;
-  shared: SharedSocket[];
+  /** host:port of the TCP sockets the main thread alone accepts on (systemd's) */
+  mainOnlyTcp: string[];
   /** its ends of the channels to the other loops, by their index */
   ports: Array<[number, MessagePort]>;
 }
@@ -74,7 +76,7 @@ function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void
   ports.push([0, toMain.port2]);
   const start: WorkerStart = {
     pgbunWorker: true, index, count: workerSelf.count, buffer: workerSelf.table!.buffer, settings: { ...cf },
-    logStderr, shared: sharedSockets(), ports,
+    logStderr, mainOnlyTcp: mainOnlyTcpAddresses(), ports,
   };
   const { script, evaluate } = workerScript();
   const w = new Worker(script, {
