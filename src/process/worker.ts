@@ -19,9 +19,44 @@ import { setupTls } from '../tls/context.js';
 import { connectPeer } from '../workers/bus.js';
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
+import { abandonLoop } from '../pool/abandon.js';
+import { armTestFaults } from './faults.js';
 import type { WorkerStart } from './workers.js';
 
+/** what the clients of a loop whose thread failed are told (FATAL, 08P01) */
+const CRASH_REASON = 'worker thread crashed';
+/** how long the last bytes (FATAL, Terminate) may take before the thread ends anyway */
+const CRASH_FLUSH_MS = 2000;
+let crashing = false;
+
+/**
+ * An uncaught exception or unhandled rejection: this loop's state can no longer be trusted, so
+ * it ends, cleanly for its connections (pool/abandon.ts), and the main thread starts a new one
+ * (process/workers.ts). Node would otherwise end the thread with its sockets cut and its servers'
+ * backends left until PostgreSQL notices. A fault during the cleanup changes nothing: the thread
+ * ends when its sockets are done or at the deadline.
+ */
+function crash(e: unknown): void {
+  if (crashing) return;
+  crashing = true;
+  const deadline = setTimeout(() => process.exit(1), CRASH_FLUSH_MS);
+  try {
+    log.error(`worker ${workerSelf.index} crashed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  } catch {
+    // the exit below is what matters
+  }
+  const pending = abandonLoop(CRASH_REASON);
+  const poll = setInterval(() => {
+    if (pending.some((s) => !s.destroyed)) return;
+    clearInterval(poll);
+    clearTimeout(deadline);
+    process.exit(1);
+  }, 10);
+}
+
 async function run(start: WorkerStart): Promise<void> {
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   workerSelf.index = start.index;
   workerSelf.count = start.count;
   workerSelf.table = new SharedTable(start.buffer, start.count);
@@ -49,6 +84,7 @@ async function run(start: WorkerStart): Promise<void> {
   await startListening(true);
   startJanitor();
   startAdmin(config);
+  armTestFaults();
 }
 
 run(workerData as WorkerStart).then(

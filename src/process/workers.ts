@@ -101,6 +101,8 @@ function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void
     });
     w.on('exit', (code) => {
       if (threads.get(index) === w) threads.delete(index);
+      // a thread that ends itself (process/worker.ts's crash path) before it is up
+      if (!up) reject(new Error(`worker ${index} exited with code ${code} before it was up`));
       onWorkerExit(index, code);
     });
   });
@@ -121,7 +123,10 @@ function onWorkerExit(index: number, code: number): void {
       introduce(j, index, ch.port1);
       ports.push([j, ch.port2]);
     }
-    spawn(index, ports).catch((e: unknown) => log.error(`worker ${index} could not start: ${(e as Error).message}`));
+    spawn(index, ports).then(
+      () => log.log(`worker ${index} replaced`),
+      (e: unknown) => log.error(`worker ${index} could not start: ${(e as Error).message}`),
+    );
   }, RESPAWN_DELAY_MS).unref();
 }
 
