@@ -32,14 +32,14 @@ let crashing = false;
 /**
  * An uncaught exception or unhandled rejection: this loop's state can no longer be trusted, so
  * it ends, cleanly for its connections (pool/abandon.ts), and the main thread starts a new one
- * (process/workers.ts). Node would otherwise end the thread with its sockets cut and its servers'
- * backends left until PostgreSQL notices. A fault during the cleanup changes nothing: the thread
- * ends when its sockets are done or at the deadline.
+ * (process/workers.ts). Node would otherwise end the thread with its sockets cut: clients would
+ * lose their connection without a word, PostgreSQL its sessions without a Terminate. A fault
+ * during the cleanup changes nothing: the thread ends when its sockets are done or at the deadline.
  */
 function crash(e: unknown): void {
   if (crashing) return;
   crashing = true;
-  const deadline = setTimeout(() => process.exit(1), CRASH_FLUSH_MS);
+  const deadline = setTimeout(leave, CRASH_FLUSH_MS);
   try {
     log.error(`worker ${workerSelf.index} crashed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
   } catch {
@@ -50,8 +50,18 @@ function crash(e: unknown): void {
     if (pending.some((s) => !s.destroyed)) return;
     clearInterval(poll);
     clearTimeout(deadline);
-    process.exit(1);
+    leave();
   }, 10);
+}
+
+function leave(): never {
+  // a plain descriptor outlives the thread: the log file's would leak with every replacement
+  try {
+    log.setLogfile('');
+  } catch {
+    // exiting anyway
+  }
+  process.exit(1);
 }
 
 async function run(start: WorkerStart): Promise<void> {
