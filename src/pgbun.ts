@@ -24,6 +24,7 @@ import { applyMetrics } from './reload.js';
 import { setupTls } from './tls/context.js';
 import { runtimeName, tlsLibrary } from './runtime/name.js';
 import { configuredWorkers, prepareWorkers, startWorkers } from './process/workers.js';
+import { armTestFaults } from './process/faults.js';
 
 export interface StartOptions {
   configFile: string;
@@ -136,6 +137,7 @@ export async function start(opts: StartOptions): Promise<void> {
   installSignalHandlers();
   startJanitor();
   startAdmin(config);
+  armTestFaults();
   try {
     await startWorkers(!opts.quiet && !daemonChild);
   } catch (e) {

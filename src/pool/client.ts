@@ -1,7 +1,7 @@
 // A client connection (application -> pgbun): the startup phase (SSLRequest, CancelRequest,
 // StartupMessage and its parameter rules), authentication, the welcome, and after login the
 // per-message decisions: find a server, forward, or handle locally.
-import type net from 'node:net';
+import net from 'node:net';
 import { cf } from '../config/current.js';
 import { splitList } from '../config/settings.js';
 import { MAX_PASSWORD } from '../config/userlist.js';
@@ -35,6 +35,8 @@ import { adminDb } from './admin-db.js';
 import { usesAuthQuery } from './auth-query.js';
 import { CANCEL_KEY_LEN, CANCEL_KEY_TTL, cancelKeyTtl, makeCancelKey, withCancelKeyTtl } from './cancel-key.js';
 import { forwardCancel, type PeerPool } from './peering.js';
+import { forwardToLoop, serveLoopCancels, type LoopCancel, type LoopCancelDone } from './worker-cancel.js';
+import { multiWorker, workerSelf } from '../workers/identity.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
 const clientsByKey = new Map<string, Client>();
@@ -108,6 +110,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   forwardKey: Buffer | null = null;
   /** cancelKey was issued with peering: it carries peer_id and a TTL */
   cancelKeyPeered = false;
+  /**
+   * a stand-in for a CancelRequest another event loop accepted (worker-cancel.ts): told how it
+   * was closed, which that loop repeats on the real connection
+   */
+  onClosed: ((notify: boolean, reason: string, sqlstate: string) => void) | null = null;
   /** close without a log line */
   silent = false;
   /**
@@ -244,7 +251,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   release(lastMessage: Buffer | null): void {
     this.stream.stop();
     this.changeState(ClientState.FREE);
-    registry.clientCount--;
+    // a stand-in was never counted: its connection is counted by the loop that has it
+    if (this.onClosed === null) registry.clientCount--;
     if (this.counted) {
       this.counted = false;
       if (this.db !== null) this.db.clientCount--;
@@ -470,7 +478,12 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
     const key = b.subarray(8, 8 + CANCEL_KEY_LEN);
     const target = findByCancelKey(key);
-    if (target === undefined && forwardCancel(this, key)) return;
+    if (target === undefined && (forwardCancel(this, key) || forwardToLoop(this, key))) return;
+    this.cancelQueryOf(target);
+  }
+
+  /** Cancel `target`'s query for this CancelRequest (this connection, or a stand-in for another loop's). */
+  private cancelQueryOf(target: Client | undefined): void {
     if (target === undefined || target.pool === null) {
       // logged once, by the close, as PgBouncer does
       pooler.disconnectClient(this, false, 'failed cancel request');
@@ -719,13 +732,30 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (!this.closed && !this.stream.isWaiting) this.socket.resume();
   }
 
+  /**
+   * A CancelRequest accepted by another event loop for a key of this one (worker-cancel.ts): run
+   * it as if it had come here, through a stand-in with the requester's addresses, which is never
+   * written to and not counted as a connection; resolves with how the stand-in was closed.
+   */
+  static cancelForLoop(req: LoopCancel): Promise<LoopCancelDone> {
+    const c = new Client(new net.Socket(), req.isUnix, req.listenerPort);
+    c.silent = true;
+    Object.assign(c, req.addresses);
+    registry.clientCount--;
+    return new Promise((resolve) => {
+      c.onClosed = (notify, reason, sqlstate) => resolve({ notify, reason, sqlstate, dbName: c.dbName, userName: c.userName });
+      c.cancelQueryOf(findByCancelKey(Buffer.from(req.key)));
+    });
+  }
+
   /** PgBouncer's own BackendKeyData (cancel-key.ts): random, with peer_id and TTL when peering. */
   newCancelKey(): Buffer {
     const peerId = cf.peer_id;
+    const worker = multiWorker() ? workerSelf.index : null;
     let key: Buffer;
     let hex: string;
     do {
-      key = makeCancelKey(randomSmall(CANCEL_KEY_LEN), peerId);
+      key = makeCancelKey(randomSmall(CANCEL_KEY_LEN), peerId, worker);
       hex = key.toString('hex');
     } while (clientsByKey.has(hex));
     this.cancelKey = key;
@@ -815,3 +845,5 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     return act;
   }
 }
+
+serveLoopCancels((req) => Client.cancelForLoop(req));

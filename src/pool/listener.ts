@@ -50,14 +50,12 @@ const otherInherited: net.Server[] = [];
 /** host:port of the TCP sockets from systemd */
 const inheritedTcp = new Set<string>();
 /**
- * Listening sockets whose file descriptor every worker shares (`workers` > 1: the Unix socket and
- * systemd's): one thread closing it would leave the others polling a number the kernel may hand
- * to a new socket, so they stay open until the process exits; a TCP one stops taking clients
- * through `tcpRefused` instead.
+ * Listening sockets the main thread alone accepts on when `workers` > 1: the Unix socket and
+ * systemd's. A worker thread holds no handle on them: a thread's handles are closed when it ends,
+ * and a handle on the same descriptor would close it for every loop when a worker dies (node has
+ * no dup()), leaving the others with a number the kernel may hand to a new socket.
  */
 const sharedFds = new Set<net.Server>();
-/** SHUTDOWN WAIT_FOR_*: TCP clients on a shared socket are closed at once */
-let tcpRefused = false;
 /** SUSPEND stops accepting too */
 let accepting = true;
 /**
@@ -69,10 +67,6 @@ let accepting = true;
 const heldWhileSuspended: Array<{ sock: net.Socket; isUnix: boolean }> = [];
 
 function onConnection(sock: net.Socket, isUnix: boolean): void {
-  if (tcpRefused && !isUnix) {
-    sock.destroy();
-    return;
-  }
   if (!accepting) {
     if (heldWhileSuspended.length >= cf.listen_backlog) {
       sock.destroy();
@@ -160,50 +154,30 @@ export async function reusePortWorks(): Promise<boolean | null> {
  * Unix socket in use and before startListening(), which then skips what they cover.
  */
 export async function adoptSystemdSockets(): Promise<void> {
-  await adoptSockets(takeListenFds(), 'systemd');
+  await adoptSockets(takeListenFds());
 }
 
-/** A listening socket the main thread opened or got from systemd, for the worker threads. */
-export interface SharedSocket {
-  fd: number;
-  /** the path of a Unix socket, null for TCP */
-  unixPath: string | null;
-  /** from systemd: its file is pgbun.socket's */
-  inherited: boolean;
-}
-
-/** The sockets every worker thread accepts on as well: the Unix socket and systemd's. */
-export function sharedSockets(): SharedSocket[] {
-  const out: SharedSocket[] = [];
+/** host:port of the TCP sockets only the main thread accepts on (systemd's), for the worker threads. */
+export function mainOnlyTcpAddresses(): string[] {
+  const out: string[] = [];
   for (const srv of sharedFds) {
-    const fd = socketFd(srv);
-    if (fd === null) continue;
-    const path = srv === unixServer ? unixPath : sharedPaths.get(srv) ?? null;
-    out.push({ fd, unixPath: path, inherited: srv !== unixServer || unixInherited });
+    const a = srv.address();
+    if (a !== null && typeof a === 'object') out.push(`${a.address}:${a.port}`);
   }
   return out;
 }
 
-const sharedPaths = new Map<net.Server, string>();
-
-/** A worker thread: accept on the main thread's shared sockets too (quietly: it logged them). */
-export async function adoptSharedSockets(list: SharedSocket[]): Promise<void> {
-  await adoptSockets(list.filter((s) => s.inherited), 'worker');
-  const own = list.find((s) => !s.inherited && s.unixPath !== null);
-  if (own !== undefined) {
-    const srv = net.createServer({ pauseOnConnect: false }, (s) => onConnection(s, true));
-    await listenOne(srv, { fd: own.fd } as unknown as net.ListenOptions);
-    unixServer = srv;
-    unixPath = own.unixPath;
-    // the main thread made the file and removes it at exit
-    unixInherited = true;
-    sharedFds.add(srv);
-  }
+/**
+ * A worker thread: leave the main thread's Unix socket and systemd's sockets to it (see
+ * sharedFds), and do not make the socket file again nor listen on a TCP address systemd serves.
+ */
+export function leaveSharedSockets(tcpAddresses: string[]): void {
+  for (const a of tcpAddresses) inheritedTcp.add(a);
+  unixInherited = true;
 }
 
-async function adoptSockets(list: Array<{ fd: number; unixPath: string | null }>, from: 'systemd' | 'worker'): Promise<void> {
+async function adoptSockets(list: Array<{ fd: number; unixPath: string | null }>): Promise<void> {
   const configuredUnix = unixSocketPath();
-  const quiet = from === 'worker';
   for (const { fd, unixPath: path } of list) {
     const isUnix = path !== null;
     const srv = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => onConnection(s, isUnix));
@@ -215,7 +189,6 @@ async function adoptSockets(list: Array<{ fd: number; unixPath: string | null }>
     }
     sharedFds.add(srv);
     if (isUnix) {
-      sharedPaths.set(srv, path);
       if (path === configuredUnix && unixServer === null) {
         unixServer = srv;
         unixPath = path;
@@ -223,13 +196,13 @@ async function adoptSockets(list: Array<{ fd: number; unixPath: string | null }>
       } else {
         otherInherited.push(srv);
       }
-      if (!quiet) log.log(`listening on unix:${path.startsWith('\0') ? '@' + path.slice(1) : path} (systemd socket)`);
+      log.log(`listening on unix:${path.startsWith('\0') ? '@' + path.slice(1) : path} (systemd socket)`);
     } else {
       const a = srv.address();
       if (a === null || typeof a !== 'object') throw new StartupError(`socket fd ${fd} from systemd is not a TCP or Unix stream socket`);
       tcpServers.push(srv);
       inheritedTcp.add(`${a.address}:${a.port}`);
-      if (!quiet) log.log(`listening on ${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port} (systemd socket)`);
+      log.log(`listening on ${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port} (systemd socket)`);
     }
   }
 }
@@ -242,7 +215,8 @@ function coveredBySystemd(host: string, port: number): boolean {
 /**
  * Open every listener; throws StartupError with PgBouncer's text when it cannot. A worker thread
  * (`quiet`) opens its own TCP sockets beside the main thread's (SO_REUSEPORT), so that the kernel
- * spreads connections over the threads and each can close its own; the Unix socket it shares.
+ * spreads connections over the threads and each can close its own; the Unix socket and systemd's
+ * sockets are the main thread's alone (sharedFds).
  */
 export async function startListening(quiet = false): Promise<void> {
   const addrs = (await tcpAddresses()).filter((h) => !coveredBySystemd(h, cf.listen_port));
@@ -316,10 +290,7 @@ function chgrp(path: string, group: string): void {
 
 /** SHUTDOWN WAIT_FOR_*: stop taking TCP clients (the Unix socket stays for admins). */
 export function closeTcpListeners(): void {
-  for (const s of tcpServers) {
-    if (sharedFds.has(s) && multiWorker()) tcpRefused = true;
-    else s.close();
-  }
+  for (const s of tcpServers) s.close();
   tcpServers.length = 0;
 }
 

@@ -484,6 +484,7 @@ export function disconnectClient(client: Client, notify: boolean, reason: string
         : 'client disconnect while server was not ready');
     }
   }
+  client.onClosed?.(notify, reason, sqlstate);
   client.release(notify && reason !== '' ? msg.fatal(reason, sqlstate) : null);
 }
 

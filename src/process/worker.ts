@@ -1,7 +1,8 @@
 // The entry of a worker thread (`workers` > 1): the same pooler as the main thread, started from
-// the main thread's settings (SET and -v included) and the same files, accepting on the shared
-// Unix and systemd sockets and on TCP sockets of its own (SO_REUSEPORT). No signals, pidfile,
-// daemon, systemd or metrics endpoint here: those are the main thread's (process/workers.ts).
+// the main thread's settings (SET and -v included) and the same files, accepting on TCP sockets of
+// its own (SO_REUSEPORT); the Unix socket and systemd's sockets are the main thread's (see
+// pool/listener.ts, sharedFds). No signals, pidfile, daemon, systemd or metrics endpoint here:
+// those are the main thread's (process/workers.ts).
 import { parentPort, workerData } from 'node:worker_threads';
 import { cf, installSettings } from '../config/current.js';
 import { loadConfig } from '../config/load.js';
@@ -10,7 +11,7 @@ import { log } from '../log/logger.js';
 import { applyConfig } from '../pool/databases.js';
 import { initTrackedParams } from '../pool/varcache.js';
 import { startJanitor } from '../pool/janitor.js';
-import { adoptSharedSockets, startListening } from '../pool/listener.js';
+import { leaveSharedSockets, startListening } from '../pool/listener.js';
 import { startAdmin } from '../admin/start.js';
 import { loadAuthFile } from '../auth/authfile.js';
 import { reloadAuthFiles } from '../auth/login.js';
@@ -18,9 +19,54 @@ import { setupTls } from '../tls/context.js';
 import { connectPeer } from '../workers/bus.js';
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
+import { abandonLoop } from '../pool/abandon.js';
+import { armTestFaults } from './faults.js';
 import type { WorkerStart } from './workers.js';
 
+/** what the clients of a loop whose thread failed are told (FATAL, 08P01) */
+const CRASH_REASON = 'worker thread crashed';
+/** how long the last bytes (FATAL, Terminate) may take before the thread ends anyway */
+const CRASH_FLUSH_MS = 2000;
+let crashing = false;
+
+/**
+ * An uncaught exception or unhandled rejection: this loop's state can no longer be trusted, so
+ * it ends, cleanly for its connections (pool/abandon.ts), and the main thread starts a new one
+ * (process/workers.ts). Node would otherwise end the thread with its sockets cut: clients would
+ * lose their connection without a word, PostgreSQL its sessions without a Terminate. A fault
+ * during the cleanup changes nothing: the thread ends when its sockets are done or at the deadline.
+ */
+function crash(e: unknown): void {
+  if (crashing) return;
+  crashing = true;
+  const deadline = setTimeout(leave, CRASH_FLUSH_MS);
+  try {
+    log.error(`worker ${workerSelf.index} crashed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  } catch {
+    // the exit below is what matters
+  }
+  const pending = abandonLoop(CRASH_REASON);
+  const poll = setInterval(() => {
+    if (pending.some((s) => !s.destroyed)) return;
+    clearInterval(poll);
+    clearTimeout(deadline);
+    leave();
+  }, 10);
+}
+
+function leave(): never {
+  // a plain descriptor outlives the thread: the log file's would leak with every replacement
+  try {
+    log.setLogfile('');
+  } catch {
+    // exiting anyway
+  }
+  process.exit(1);
+}
+
 async function run(start: WorkerStart): Promise<void> {
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   workerSelf.index = start.index;
   workerSelf.count = start.count;
   workerSelf.table = new SharedTable(start.buffer, start.count);
@@ -44,10 +90,11 @@ async function run(start: WorkerStart): Promise<void> {
   const hbaRefused = reloadAuthFiles();
   if (hbaRefused !== null) throw new Error(hbaRefused);
 
-  await adoptSharedSockets(start.shared);
+  leaveSharedSockets(start.mainOnlyTcp);
   await startListening(true);
   startJanitor();
   startAdmin(config);
+  armTestFaults();
 }
 
 run(workerData as WorkerStart).then(

@@ -1,5 +1,6 @@
 // `workers = N`: the main thread (worker 0) starts N-1 worker threads, each a whole pooler
-// event loop that accepts on the same listen addresses, and replaces one that dies. The loops
+// event loop that accepts on the same TCP listen addresses (the Unix socket and systemd's sockets
+// are the main thread's alone: pool/listener.ts), and replaces one that dies. The loops
 // share the pooler's limits through a SharedArrayBuffer (workers/shared.ts) and talk through
 // the message bus (workers/bus.ts): the console's SHOW and control commands reach every loop,
 // cancel requests reach the loop that issued the key. Only the main thread handles signals,
@@ -9,11 +10,11 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
 import { poolerState } from '../pool/pooler.js';
-import { sharedSockets, type SharedSocket } from '../pool/listener.js';
+import { mainOnlyTcpAddresses } from '../pool/listener.js';
 import { announceGone, connectPeer, dropPeer, introduce } from '../workers/bus.js';
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
-import type { Settings } from '../config/settings.js';
+import { MAX_WORKERS, type Settings } from '../config/settings.js';
 import { workerScript } from '../runtime/entry.js';
 
 /** What a worker thread is started with (process/worker.ts reads it). */
@@ -25,14 +26,16 @@ export interface WorkerStart {
   buffer: SharedArrayBuffer;
   settings: Settings;
   logStderr: boolean;
-  shared: SharedSocket[];
+  /** host:port of the TCP sockets the main thread alone accepts on (systemd's) */
+  mainOnlyTcp: string[];
   /** its ends of the channels to the other loops, by their index */
   ports: Array<[number, MessagePort]>;
 }
 
-/** The `workers` setting as a number: `auto` is the CPUs this process may run on. */
+/** The `workers` setting as a number: `auto` is the CPUs this process may run on, at most MAX_WORKERS. */
 export function configuredWorkers(value: string): number {
-  if (value === 'auto') return Math.max(1, os.availableParallelism());
+  // beyond MAX_WORKERS the cancel keys could not name the loop (pool/cancel-key.ts)
+  if (value === 'auto') return Math.min(MAX_WORKERS, Math.max(1, os.availableParallelism()));
   return Number(value);
 }
 
@@ -73,7 +76,7 @@ function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void
   ports.push([0, toMain.port2]);
   const start: WorkerStart = {
     pgbunWorker: true, index, count: workerSelf.count, buffer: workerSelf.table!.buffer, settings: { ...cf },
-    logStderr, shared: sharedSockets(), ports,
+    logStderr, mainOnlyTcp: mainOnlyTcpAddresses(), ports,
   };
   const { script, evaluate } = workerScript();
   const w = new Worker(script, {
@@ -98,6 +101,8 @@ function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void
     });
     w.on('exit', (code) => {
       if (threads.get(index) === w) threads.delete(index);
+      // a thread that ends itself (process/worker.ts's crash path) before it is up
+      if (!up) reject(new Error(`worker ${index} exited with code ${code} before it was up`));
       onWorkerExit(index, code);
     });
   });
@@ -118,7 +123,10 @@ function onWorkerExit(index: number, code: number): void {
       introduce(j, index, ch.port1);
       ports.push([j, ch.port2]);
     }
-    spawn(index, ports).catch((e: unknown) => log.error(`worker ${index} could not start: ${(e as Error).message}`));
+    spawn(index, ports).then(
+      () => log.log(`worker ${index} replaced`),
+      (e: unknown) => log.error(`worker ${index} could not start: ${(e as Error).message}`),
+    );
   }, RESPAWN_DELAY_MS).unref();
 }
 

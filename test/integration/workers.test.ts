@@ -1,10 +1,12 @@
-// workers = N: N event loops (the main thread and N-1 worker threads) accept on the same
-// listen addresses and Unix socket, and behave as one pooler.
+// workers = N: N event loops (the main thread and N-1 worker threads) accept on the same TCP
+// listen addresses, the main thread alone on the Unix socket, and behave as one pooler.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { wireLogin, type WireClient } from '../lib/wire.js';
+import { logLines } from '../lib/pool-helpers.js';
+import { loopOfLine } from '../lib/loops.js';
 
 const pg = await sharedPostgres();
 const databases = { [TEST_DB]: pgConnstr(pg, { dbname: TEST_DB }) };
@@ -24,7 +26,7 @@ async function start(pgbouncer: Record<string, string | number>): Promise<TestPg
 }
 
 describe('workers', () => {
-  test('clients over TCP and the Unix socket are served by every loop', async () => {
+  test('clients over TCP and the Unix socket are served; the Unix socket by the main thread', async () => {
     const b = await start({ workers: 3 });
     const clients: WireClient[] = [];
     for (let i = 0; i < 30; i++) {
@@ -34,6 +36,11 @@ describe('workers', () => {
       clients.push(client);
     }
     for (const c of clients) await c.terminate();
+    // a worker thread that ends closes its handles: one on the main thread's descriptor would
+    // close the Unix socket for every loop
+    const unixLogins = logLines(b, / C-0x[0-9a-f]+: \S+@unix\(\d+\):\d+ login attempt: /);
+    assert.equal(unixLogins.length, 15);
+    for (const line of unixLogins) assert.equal(loopOfLine(line, 3), 0, line);
     assert.equal(b.proc.exitCode, null, b.stderr());
   });
 });
