@@ -41,6 +41,8 @@ export const TABLE_FULL_REASON = 'no more connections allowed (shared counter ta
 
 /** clients blocked this long ask another loop for one of its servers (moving quotas) */
 const STARVING_US = 1_000_000;
+/** how long room given up to other loops is left to them (handingOver) */
+const HANDOVER_US = 1_000_000;
 
 let globalSlotNo = -2;
 
@@ -162,6 +164,7 @@ export function takeServerSlot(pool: PgPool, kind: Held, limit: number): number 
   }
   const s = slotOf(t, pool, kind);
   if (s < 0) return limit > 0 ? TABLE_FULL : 0;
+  if (givenUp.size > 0 && limit > 0 && handingOver(t, s)) return REFUSED;
   return t.tryAcquire(s, Counter.SERVERS, workerSelf.index, limit) ? kind : REFUSED;
 }
 
@@ -259,9 +262,28 @@ export function claimYield(pool: PgPool): number {
   return -1;
 }
 
+/** Slots this loop gave a server up on, with when (handingOver). */
+const givenUp = new Map<number, number>();
+
 /** The server given up on slot `s` is closed and its slots are free. */
 export function yieldDone(s: number): void {
-  workerSelf.table?.add(s, Counter.YIELDING, workerSelf.index, -1);
+  const t = workerSelf.table;
+  if (t === null) return;
+  t.add(s, Counter.YIELDING, workerSelf.index, -1);
+  givenUp.set(s, nowUs());
+}
+
+/**
+ * A loop that has just given a server up does not take its room back while the loops it gave
+ * it to still wait: they are told only now, and this loop, with clients of its own waiting
+ * (a give-up asked for by starvingTarget) or new ones, would otherwise be first.
+ */
+function handingOver(t: SharedTable, s: number): boolean {
+  const at = givenUp.get(s);
+  if (at === undefined) return false;
+  if (nowUs() - at < HANDOVER_US && othersWaiting(t, s) > 0) return true;
+  givenUp.delete(s);
+  return false;
 }
 
 /** Slots another loop asked a server of (starvingTarget), with when it asked. */

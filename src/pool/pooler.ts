@@ -569,13 +569,15 @@ function yieldServer(server: Server, slot: number): void {
 /**
  * A server closed to make room (workers > 1): Terminate, and its slots are free only once
  * PostgreSQL has closed the connection, so that the server opened in its place, in this loop
- * or another, never runs beside it; then clients waiting here try again.
+ * (the pool it was evicted for launches then) or another (told by releaseServerSlots), never
+ * runs beside it.
  */
 function endLingering(server: Server): void {
   const sock = server.socket;
   sock.once('close', () => {
+    const forPool = server.roomFor;
     freeServerSlots(server);
-    for (const p of registry.pools.slice()) if (p.waitingClients.count > 0) launchForWaiting(p);
+    if (forPool !== null) launchForWaiting(forPool);
   });
   sock.end(msg.TERMINATE_MSG);
   // the end of the connection is read even if reading had been paused
