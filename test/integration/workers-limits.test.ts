@@ -19,7 +19,7 @@ import { WireClient } from '../lib/wire.js';
 import { ensureDatabase, expectFatal, login, reEscape, roleUserlist, sampleWhile, serverCount, waitUntil } from '../lib/pool-helpers.js';
 
 const pg = await sharedPostgres();
-const DBS = ['wk_lim', 'wk_limtx', 'wk_limdb', 'wk_limu1', 'wk_limu2', 'wk_limmin', 'wk_limcl'];
+const DBS = ['wk_lim', 'wk_limtx', 'wk_limst', 'wk_limdb', 'wk_limu1', 'wk_limu2', 'wk_limmin', 'wk_limcl'];
 const c = (dbname: string, extra: Record<string, string | number> = {}): string => pgConnstr(pg, { dbname, ...extra });
 
 const started: TestPgbun[] = [];
@@ -230,6 +230,36 @@ describe('workers: server limits over all loops', () => {
     assert.equal(r.error, null);
     assert.notEqual(r.rows[0]![0], pid0, 'loop 1 runs its own server, opened once loop 0 gave its one up');
     assert.equal(await serverCount(pg, 'wk_limtx'), 1);
+  });
+});
+
+describe('workers: no loop\'s clients wait for ever', () => {
+  test('pool_size = 1 with 2 loops: one loop\'s clients keep its server busy; the other loop\'s client still gets it', async () => {
+    const b = await start(2, { default_pool_size: 1, max_client_conn: 100 }, { wk: c('wk_limst') });
+    const placed = await clientsOnEveryLoop(b, 2, 4, 'trust_user', 'wk');
+    const busyLoop = placed.filter((p) => p.loop === 0).map((p) => p.client);
+    const other = placed.find((p) => p.loop === 1)!.client;
+    // loop 0 always has clients of its own waiting when its server is released: the one
+    // released had 3 queries' time to send its next
+    let stop = false;
+    let rounds = 0;
+    const load = Promise.all(busyLoop.map(async (cl) => {
+      while (!stop) {
+        const r = await cl.query('SELECT pg_sleep(0.1)', 30_000);
+        assert.equal(r.error, null, JSON.stringify(r.error));
+        rounds++;
+      }
+    }));
+    await waitUntil('loop 0 to be busy', () => rounds, (n) => n >= 8, 10_000, 10);
+    const deadline = setTimeout(() => { stop = true; }, 20_000);
+    const r = await other.query('SELECT 1', 30_000);
+    const stillBusy = !stop;
+    stop = true;
+    clearTimeout(deadline);
+    await load;
+    assert.deepEqual(r.rows, [['1']]);
+    assert.ok(stillBusy, 'loop 1\'s client was served only once loop 0 stopped');
+    assert.ok(await serverCount(pg, 'wk_limst') <= 1);
   });
 });
 
