@@ -619,10 +619,19 @@ function launchForWaiting(pool: PgPool): void {
  * and ask for a server for clients that have waited long on a limit (limits.starvingTarget).
  */
 export function shareQuotas(pool: PgPool, now: number): void {
-  if (pool.blockedSlot >= 0 && pool.waitingClients.count === 0) clearBlocked(pool);
+  // nobody waits, or they could not use a server given up for them now (paused, or the pool's
+  // logins fail and are retried later): other loops keep theirs
+  if (pool.blockedSlot >= 0 && (pool.waitingClients.count === 0 || cannotLaunch(pool, now))) clearBlocked(pool);
   yieldIdle(pool);
   const target = starvingTarget(pool, now);
   if (target >= 0) tell(target, 'limits.starving', pool.blockedSlot);
+}
+
+function cannotLaunch(pool: PgPool, now: number): boolean {
+  const retryUs = cf.server_login_retry * 1e6;
+  return poolerState.paused || poolerState.suspended || pool.db.paused ||
+    pool.lastLoginFailedUs !== 0 && now - pool.lastLoginFailedUs < retryUs ||
+    pool.lastConnectFailedUs !== 0 && now - pool.lastConnectFailedUs < retryUs;
 }
 
 // another loop's clients wait for a server that a limit keeps from them
