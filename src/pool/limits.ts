@@ -13,7 +13,8 @@
 // client of its own waiting for it, gives it up (pooler.yieldIdle): it reserves the give-up in
 // Counter.YIELDING, so that no two loops close a server for the same waiting client, closes the
 // server (`evicted`), and frees its slots once PostgreSQL has closed the connection, so the new
-// server never runs beside the old backend; the waiting loops are told and open theirs at once.
+// server never runs beside the old backend; the waiting loops are told and open theirs at once
+// (the loop that gave the room up leaves it to them for a while: handingOver).
 // A loop with clients of its own waiting keeps its servers, so even load does not move them to
 // and fro; but clients that waited long (STARVING_US) ask the loop holding the most servers of
 // the limit for the next one it releases, as long as that loop holds at least two more than
