@@ -185,7 +185,7 @@ export function releaseServerSlots(pool: PgPool, held: number, closed: boolean):
     t.add(s, Counter.SERVERS, w, -1);
     if (closed && othersWaiting(t, s) > 0) wanted = true;
   }
-  if (wanted) tellAll('limits.freed');
+  if (wanted) tellSoon('limits.freed');
 }
 
 /** Servers of the pool over every loop (min_pool_size, server_idle_timeout above it). */
@@ -197,6 +197,19 @@ export function poolServers(pool: PgPool): number {
 }
 
 // ------------------------------------------------------------------ moving quotas
+
+const toTell = new Set<string>();
+
+/** Tell the other loops once this turn of the event loop is over: a burst of changes is one message. */
+function tellSoon(kind: 'limits.wanted' | 'limits.freed'): void {
+  if (toTell.size === 0) {
+    setImmediate(() => {
+      for (const k of toTell) tellAll(k);
+      toTell.clear();
+    });
+  }
+  toTell.add(kind);
+}
 
 /** Clients of other loops waiting for a server that the limit of slot `s` keeps from them. */
 function othersWaiting(t: SharedTable, s: number): number {
@@ -216,7 +229,7 @@ export function noteBlocked(pool: PgPool, kind: Held): void {
   if (s < 0 || n === 0) {
     setBlocked(t, pool, -1, 0);
   } else if (setBlocked(t, pool, s, n)) {
-    tellAll('limits.wanted');
+    tellSoon('limits.wanted');
   }
 }
 
