@@ -37,6 +37,10 @@ import { CANCEL_KEY_LEN, CANCEL_KEY_TTL, cancelKeyTtl, makeCancelKey, withCancel
 import { forwardCancel, type PeerPool } from './peering.js';
 import { forwardToLoop, serveLoopCancels, type LoopCancel, type LoopCancelDone } from './worker-cancel.js';
 import { multiWorker, workerSelf } from '../workers/identity.js';
+import {
+  Held, REFUSED, TABLE_FULL_REASON, clientConnections, clientSlot, countClientConnection, countLoggedIn,
+  releaseClientSlots,
+} from './limits.js';
 
 /** clients by their cancel key (hex), for CancelRequest lookups */
 const clientsByKey = new Map<string, Client>();
@@ -126,6 +130,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   prepared: Map<string, Entry> | null = null;
   /** counted in db/user client counts (after login) */
   private counted = false;
+  /** workers > 1: what this client holds in the shared counters, and where (limits.ts) */
+  sharedHeld = 0;
+  sharedDbSlot = -1;
+  sharedUserSlot = -1;
 
   // login phase
   private loginBuf: Buffer | null = null;
@@ -149,6 +157,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     this.stream = new PacketStream(sock, this);
     this.stream.maxPacket = cf.max_packet_size;
     registry.clientCount++;
+    countClientConnection(this);
     this.changeState(ClientState.LOGIN);
     this.attach(sock);
   }
@@ -258,6 +267,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
       if (this.db !== null) this.db.clientCount--;
       if (this.loginUser !== null) this.loginUser.clientCount--;
     }
+    if (this.sharedHeld !== 0) releaseClientSlots(this);
     if (this.cancelKey !== null) clientsByKey.delete(this.cancelKey.toString('hex'));
     forgetClientStatements(this);
     const sock = this.socket;
@@ -523,7 +533,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     if (cf.log_connections) {
       log.conn('log', this, `login attempt: db=${dbName} user=${userName} tls=${this.tlsInfo || 'no'} replication=${this.replication === 'none' ? 'no' : this.replication === 'physical' ? 'yes' : 'database'}`);
     }
-    if (!isAdminDb && registry.clientCount > cf.max_client_conn) {
+    if (!isAdminDb && clientConnections(registry.clientCount) > cf.max_client_conn) {
       this.fail('no more connections allowed (max_client_conn)');
       return;
     }
@@ -547,19 +557,19 @@ export class Client implements ListNode, StreamOwner, LogSubject {
 
   /** max_db_client_connections and max_user_client_connections; false: the client was failed. */
   private withinClientLimits(db: PgDatabase, user: PgUser | null): boolean {
-    const maxDbClients = db.maxDbClientConnections;
-    if (maxDbClients > 0 && db.clientCount >= maxDbClients) {
-      this.fail('client connections exceeded (max_db_client_connections)');
-      return false;
-    }
+    // with workers > 1 the room is taken here, over all loops (limits.ts); release() gives it back
+    const r = clientSlot(this, Held.DB, db, db.maxDbClientConnections);
+    if (r < 0) return this.refuseClient(r, 'max_db_client_connections');
     if (user !== null) {
-      const maxUserClients = user.maxUserClientConnections;
-      if (maxUserClients > 0 && user.clientCount >= maxUserClients) {
-        this.fail('client connections exceeded (max_user_client_connections)');
-        return false;
-      }
+      const u = clientSlot(this, Held.USER, user, user.maxUserClientConnections);
+      if (u < 0) return this.refuseClient(u, 'max_user_client_connections');
     }
     return true;
+  }
+
+  private refuseClient(r: number, limit: string): false {
+    this.fail(r === REFUSED ? `client connections exceeded (${limit})` : TABLE_FULL_REASON);
+    return false;
   }
 
   /** Logged in: counted in its database's and user's client connections (SHOW DATABASES/USERS). */
@@ -567,6 +577,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     db.clientCount++;
     if (this.loginUser !== null) this.loginUser.clientCount++;
     this.counted = true;
+    countLoggedIn(this, db, this.loginUser);
   }
 
   /** Start a password exchange; `user` null = unknown (mock exchange that fails). */

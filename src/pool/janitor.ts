@@ -11,7 +11,12 @@ import { registry, type PgPool } from './objects.js';
 import { ClientState, ServerState } from './state.js';
 import type { Client } from './client.js';
 import type { Server } from './server.js';
-import { disconnectClient, disconnectServer, launchNewConnection, launchReplicationServers, poolerState, serverConnectFailed } from './pooler.js';
+import {
+  disconnectClient, disconnectServer, launchNewConnection, launchReplicationServers, poolerState, serverConnectFailed,
+  shareQuotas,
+} from './pooler.js';
+import { poolServers } from './limits.js';
+import { workerSelf } from '../workers/identity.js';
 
 const PERIOD_MS = 333;
 let timer: NodeJS.Timeout | null = null;
@@ -41,6 +46,7 @@ function janitorTick(): void {
     checkIdleServers(pool, now);
     checkLoginServers(pool, now);
     checkPoolSize(pool, now);
+    if (workerSelf.table !== null) shareQuotas(pool, now);
   }
   checkIdlePools(now);
   for (const f of tickHooks) f(now);
@@ -197,7 +203,7 @@ function checkIdleServers(pool: PgPool, now: number): void {
       }
     }
     const idleFor = now - s.requestTimeUs;
-    if (idleTimeout > 0 && idleFor > idleTimeout && pool.serverCount > minSize) {
+    if (idleTimeout > 0 && idleFor > idleTimeout && poolServers(pool) > minSize) {
       disconnectServer(s, true, 'server idle timeout');
       return;
     }
@@ -236,11 +242,12 @@ function checkPoolSize(pool: PgPool, now: number): void {
     launchNewConnection(pool);
     return;
   }
-  // min_pool_size: only for pools with a forced user or at least one client
+  // min_pool_size: only for pools with a forced user or at least one client; with workers > 1
+  // the servers of every loop together
   const min = pool.minPoolSize;
-  if (min > 0 && pool.serverCount < min && (pool.db.forcedUser !== null || pool.clientCount > 0) &&
+  if (min > 0 && poolServers(pool) < min && (pool.db.forcedUser !== null || pool.clientCount > 0) &&
     !poolerState.paused && !pool.db.paused) {
-    launchNewConnection(pool);
+    launchNewConnection(pool, true);
   }
   void now;
 }

@@ -26,6 +26,8 @@ export class PgUser {
   /** SCRAM pass-through keys recovered from a client's proof */
   scramClientKey: Buffer | null = null;
   scramServerKey: Buffer | null = null;
+  /** workers > 1: this user's slot in the shared counters (limits.ts; -2 = not looked up yet) */
+  sharedSlot = -2;
 
   constructor(readonly name: string) {}
 
@@ -63,6 +65,8 @@ export class PgDatabase {
   /** when the last pool of an auto-database became unused (autodb_idle_timeout) */
   inactiveSinceUs = 0;
   readonly pools = new Map<PgUser, PgPool>();
+  /** workers > 1: this database's slot in the shared counters (limits.ts; -2 = not looked up yet) */
+  sharedSlot = -2;
 
   constructor(readonly name: string, def: DatabaseDef | null, admin = false) {
     this.def = def;
@@ -151,6 +155,19 @@ export class PgPool {
   readonly latency = new PoolLatency();
   /** since when the pool has had no clients and no servers (pool_idle_timeout), 0 = in use */
   emptySinceUs = 0;
+  /** workers > 1: this pool's slot in the shared counters (limits.ts; -2 = not looked up yet) */
+  sharedSlot = -2;
+  /**
+   * workers > 1: the slot of the limit (this pool's, its database's or its user's) that kept this
+   * loop from opening a server for the clients waiting here, and how many they were, as recorded
+   * in its Counter.WAITING share (-1: none recorded)
+   */
+  blockedSlot = -1;
+  blockedCount = 0;
+  /** when this loop last asked another to give up a server for clients of this pool that wait long */
+  starvingAskedUs = 0;
+  /** workers > 1: servers of this loop closing to make room for this pool's next one (pooler.evictIdle) */
+  roomPending = 0;
 
   constructor(readonly db: PgDatabase, readonly user: PgUser) {}
 

@@ -15,6 +15,12 @@ import { buildSetQuery, VarCache } from './varcache.js';
 import { forgetServerStatements, prepared } from './prepared.js';
 import { cachedAddress, onDnsChange, resolveHost } from './dns.js';
 import { countLoginFailure, limitHits, serverLogins } from '../stats/events.js';
+import { onRequest, tell } from '../workers/bus.js';
+import { workerSelf } from '../workers/identity.js';
+import {
+  Held, REFUSED, TABLE_FULL, TABLE_FULL_REASON, claimOwed, claimYield, clearBlocked, noteBlocked, noteStarving,
+  releaseServerSlots, starvingTarget, takeServerSlot, yieldDone,
+} from './limits.js';
 
 function table(types: string): Uint8Array {
   const t = new Uint8Array(256);
@@ -163,6 +169,7 @@ export function assignWaitingClients(pool: PgPool): void {
     if (link(c, s)) c.stream.resume();
   }
   if (hasWaitingForServer(pool)) launchNewConnection(pool);
+  else if (pool.blockedSlot >= 0 && pool.waitingClients.count === 0) clearBlocked(pool);
 }
 
 function firstWaitingForServer(pool: PgPool): Client | null {
@@ -285,6 +292,14 @@ function serverReady(server: Server): void {
     return;
   }
   server.requestTimeUs = nowUs();
+  if (workerSelf.table !== null && server.state !== ServerState.LOGIN) {
+    // another loop's clients waited long for a server of this limit and asked for the next one
+    const slot = claimOwed(pool);
+    if (slot >= 0) {
+      yieldServer(server, slot);
+      return;
+    }
+  }
   if (cf.server_check_delay === 0 && cf.server_check_query !== '' && server.state === ServerState.ACTIVE) {
     server.changeState(ServerState.USED);
   } else {
@@ -292,6 +307,7 @@ function serverReady(server: Server): void {
     server.changeState(ServerState.IDLE);
   }
   assignWaitingClients(pool);
+  if (workerSelf.table !== null) yieldIdle(pool);
 }
 
 /** The results of a reset/check/SET/connect_query were consumed up to ReadyForQuery. */
@@ -429,8 +445,14 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
   server.stream.stop();
   forgetServerStatements(server);
   const sock = server.socket;
+  let gone = true;
   if (notify && !sock.destroyed && sock.writable && server.state !== ServerState.LOGIN && server.cancelTarget === null) {
-    sock.end(msg.TERMINATE_MSG, () => sock.destroy());
+    if (server.lingers) {
+      endLingering(server);
+      gone = false;
+    } else {
+      sock.end(msg.TERMINATE_MSG, () => sock.destroy());
+    }
   } else {
     sock.destroy();
   }
@@ -440,6 +462,7 @@ export function disconnectServer(server: Server, notify: boolean, reason: string
     pool.db.serverCount--;
     pool.user.serverCount--;
     registry.serverCount--;
+    if (gone) freeServerSlots(server);
   }
   const target = server.cancelTarget;
   if (target !== null) {
@@ -498,8 +521,8 @@ function reserveAllowed(pool: PgPool): boolean {
   return cf.reserve_pool_timeout > 0 && nowUs() - first.waitStartUs >= cf.reserve_pool_timeout * 1e6;
 }
 
-/** Close one idle server of another pool matching `pred` (max_db/user_connections). */
-function evictIdle(pred: (p: PgPool) => boolean, except: PgPool | null): boolean {
+/** Close one idle server of a pool matching `pred`, but `except`, to make room for a server of `forPool`. */
+function evictIdle(pred: (p: PgPool) => boolean, except: PgPool | null, forPool: PgPool): boolean {
   let victim: Server | null = null;
   for (const p of registry.pools) {
     if (p === except || !pred(p)) continue;
@@ -507,12 +530,129 @@ function evictIdle(pred: (p: PgPool) => boolean, except: PgPool | null): boolean
     if (s !== null && (victim === null || s.requestTimeUs < victim.requestTimeUs)) victim = s;
   }
   if (victim === null) return false;
+  // workers > 1: its slots are free once PostgreSQL has let it go (endLingering), then this loop
+  // launches again; with one loop they are free at once, and the caller goes on
+  if (workerSelf.table !== null) {
+    victim.lingers = true;
+    victim.roomFor = forPool;
+    forPool.roomPending++;
+  }
   disconnectServer(victim, true, 'evicted');
   return true;
 }
 
-/** Open one more server connection for the pool if every limit allows it. */
-export function launchNewConnection(pool: PgPool): void {
+// ------------------------------------------------------------------ moving quotas (workers > 1)
+
+/** how long a server given up to another loop may take to close before it is cut off */
+const GIVE_UP_CLOSE_MS = 2000;
+
+/**
+ * Give idle servers of the pool up to other loops whose clients wait for a server that a limit
+ * of this pool, its database or its user keeps from them, while no client of this loop waits
+ * for one (limits.ts, "Moving quotas").
+ */
+function yieldIdle(pool: PgPool): void {
+  while (pool.waitingClients.count === 0) {
+    const s = pool.idleServers.tail ?? pool.usedServers.tail;
+    if (s === null) return;
+    const slot = claimYield(pool);
+    if (slot < 0) return;
+    yieldServer(s, slot);
+  }
+}
+
+function yieldServer(server: Server, slot: number): void {
+  server.yieldSlot = slot;
+  server.lingers = true;
+  disconnectServer(server, true, 'evicted');
+}
+
+/**
+ * A server closed to make room (workers > 1): Terminate, and its slots are free only once
+ * PostgreSQL has closed the connection, so that the server opened in its place, in this loop
+ * (the pool it was evicted for launches then) or another (told by releaseServerSlots), never
+ * runs beside it.
+ */
+function endLingering(server: Server): void {
+  const sock = server.socket;
+  sock.once('close', () => {
+    const forPool = server.roomFor;
+    freeServerSlots(server);
+    if (forPool !== null) launchForWaiting(forPool);
+  });
+  sock.end(msg.TERMINATE_MSG);
+  // the end of the connection is read even if reading had been paused
+  sock.resume();
+  setTimeout(() => {
+    if (!sock.destroyed) sock.destroy();
+  }, GIVE_UP_CLOSE_MS).unref();
+}
+
+/** The server is closed: its shared slots are given back, once (workers > 1). */
+function freeServerSlots(server: Server): void {
+  const held = server.sharedHeld;
+  if (held !== 0) {
+    server.sharedHeld = 0;
+    releaseServerSlots(server.pool, held, true);
+  }
+  if (server.yieldSlot >= 0) {
+    yieldDone(server.yieldSlot);
+    server.yieldSlot = -1;
+  }
+  if (server.roomFor !== null) {
+    server.roomFor.roomPending--;
+    server.roomFor = null;
+  }
+}
+
+/** New servers for the clients waiting in the pool, as the janitor opens them. */
+function launchForWaiting(pool: PgPool): void {
+  let pooled = false;
+  for (let c = pool.waitingClients.first(); c !== null && !pooled; c = c.listNext as Client | null) {
+    pooled = c.replication === 'none' || c.state === ClientState.WAITING;
+  }
+  if (pooled) launchNewConnection(pool);
+  launchReplicationServers(pool);
+}
+
+/**
+ * Janitor, workers > 1: forget a wait that is over, give idle servers up to loops that wait,
+ * and ask for a server for clients that have waited long on a limit (limits.starvingTarget).
+ */
+export function shareQuotas(pool: PgPool, now: number): void {
+  // nobody waits, or they could not use a server given up for them now (paused, or the pool's
+  // logins fail and are retried later): other loops keep theirs
+  if (pool.blockedSlot >= 0 && (pool.waitingClients.count === 0 || cannotLaunch(pool, now))) clearBlocked(pool);
+  yieldIdle(pool);
+  const target = starvingTarget(pool, now);
+  if (target >= 0) tell(target, 'limits.starving', pool.blockedSlot);
+}
+
+function cannotLaunch(pool: PgPool, now: number): boolean {
+  const retryUs = cf.server_login_retry * 1e6;
+  return poolerState.paused || poolerState.suspended || pool.db.paused ||
+    pool.lastLoginFailedUs !== 0 && now - pool.lastLoginFailedUs < retryUs ||
+    pool.lastConnectFailedUs !== 0 && now - pool.lastConnectFailedUs < retryUs;
+}
+
+// another loop's clients wait for a server that a limit keeps from them
+onRequest('limits.wanted', () => {
+  for (const p of registry.pools) yieldIdle(p);
+});
+// a server that counted against a limit closed in another loop: clients waiting on one try now
+onRequest('limits.freed', () => {
+  for (const p of registry.pools.slice()) if (p.blockedSlot >= 0) launchForWaiting(p);
+});
+// another loop's clients waited long: the next server of that limit released here goes to them
+onRequest('limits.starving', (slot) => {
+  noteStarving(slot as number);
+});
+
+/**
+ * Open one more server connection for the pool if every limit allows it (`forMinPoolSize`: the
+ * janitor's min_pool_size upkeep, which stops at min_pool_size).
+ */
+export function launchNewConnection(pool: PgPool, forMinPoolSize = false): void {
   const db = pool.db;
   if (db.admin || poolerState.shuttingDown && !hasWaitingForServer(pool)) return;
   // PAUSE/SUSPEND (admin console, SIGUSR1): no new servers until RESUME, else a server released
@@ -520,34 +660,95 @@ export function launchNewConnection(pool: PgPool): void {
   if (poolerState.paused || poolerState.suspended || db.paused) return;
   // one login at a time per pool (a replication client's own server is not one of the pool's)
   if (pool.loginServers.count > 0 && pooledLoginInFlight(pool)) return;
+  // workers > 1: a server is closing to make room for this pool's next one (evictIdle)
+  if (pool.roomPending > 0) return;
   const now = nowUs();
   const retryUs = cf.server_login_retry * 1e6;
   if (pool.lastLoginFailedUs !== 0 && now - pool.lastLoginFailedUs < retryUs) return;
   if (pool.lastConnectFailedUs !== 0 && now - pool.lastConnectFailedUs < retryUs) return;
   const size = pool.poolSize;
-  const total = pool.serverCount;
   // a pool without a welcome (new, or tagged dirty by RECONNECT or a configuration change) may
-  // go over pool_size for it, as in PgBouncer: its servers may all be old ones waiting to close
-  if (size > 0 && total >= size && pool.welcome !== null) {
-    if (!reserveAllowed(pool) || total >= size + pool.reservePoolSize) return;
+  // go over pool_size for it, as in PgBouncer: its servers may all be old ones waiting to close.
+  // With workers > 1 only in a loop that has servers of the pool: one new to it waits for room
+  // like any other, rather than every loop going over once.
+  const overForWelcome = pool.welcome === null && (workerSelf.table === null || pool.serverCount > 0);
+  let held = takeServerSlot(pool, Held.POOL, forMinPoolSize ? pool.minPoolSize : overForWelcome ? 0 : size);
+  if (held === REFUSED) {
+    if (forMinPoolSize || !reserveAllowed(pool) ||
+      (held = takeServerSlot(pool, Held.POOL, size + pool.reservePoolSize)) === REFUSED) {
+      noteBlocked(pool, Held.POOL);
+      return;
+    }
     log.conn('log', firstWaiting(pool) ?? { logPrefix: () => `${db.name}/${pool.user.name}` },
       'taking connection from reserve_pool');
   }
-  const maxDb = db.maxDbConnections;
-  if (maxDb > 0 && db.serverCount >= maxDb) {
-    if (!evictIdle((p) => p.db === db, pool)) {
-      limitHits.max_db_connections++;
-      return;
-    }
+  if (held === TABLE_FULL) {
+    noRoomInTable(pool);
+    return;
   }
-  const maxUser = pool.user.maxUserConnections;
-  if (maxUser > 0 && pool.user.serverCount >= maxUser) {
-    if (!evictIdle((p) => p.user === pool.user, pool)) {
-      limitHits.max_user_connections++;
-      return;
-    }
+  held = takeDbUserSlots(pool, held, false);
+  if (held < 0) return;
+  openServer(pool, null, held);
+  clearBlocked(pool);
+}
+
+/** an idle server was closed to make room: look again */
+const ROOM_EVICTED = -3;
+/** workers > 1: an idle server is closing to make room: wait for it (endLingering) */
+const ROOM_FREEING = -4;
+
+/**
+ * max_db_connections and max_user_connections for one more server of `pool`, whose pool slot
+ * is taken (`held`): at a limit an idle server of another pool of the database or user is
+ * closed to make room, if there is one (for a replication client's server one of its own pool
+ * too, and then ROOM_EVICTED asks to look again, as closing may have served it; with workers > 1
+ * ROOM_FREEING waits for it to close). Returns `held` with the slots taken, or REFUSED /
+ * TABLE_FULL / ROOM_EVICTED / ROOM_FREEING with `held` given back.
+ */
+function takeDbUserSlots(pool: PgPool, held: number, replication: boolean): number {
+  const db = pool.db;
+  const user = pool.user;
+  let r = takeServerSlot(pool, Held.DB, db.maxDbConnections);
+  if (r === REFUSED && evictIdle((p) => p.db === db, replication ? null : pool, pool)) r = afterEvict(pool, Held.DB, replication);
+  if (r < 0) return refuseServer(pool, held, r, Held.DB);
+  held |= r;
+  r = takeServerSlot(pool, Held.USER, user.maxUserConnections);
+  if (r === REFUSED && evictIdle((p) => p.user === user, replication ? null : pool, pool)) r = afterEvict(pool, Held.USER, replication);
+  if (r < 0) return refuseServer(pool, held, r, Held.USER);
+  return held | r;
+}
+
+function afterEvict(pool: PgPool, kind: Held.DB | Held.USER, replication: boolean): number {
+  if (pool.roomPending > 0) return ROOM_FREEING;
+  if (replication) return ROOM_EVICTED;
+  return takeServerSlot(pool, kind, kind === Held.DB ? pool.db.maxDbConnections : pool.user.maxUserConnections);
+}
+
+function refuseServer(pool: PgPool, held: number, r: number, kind: Held.DB | Held.USER): number {
+  releaseServerSlots(pool, held, false);
+  if (r === TABLE_FULL) {
+    noRoomInTable(pool);
+  } else if (r === REFUSED) {
+    if (kind === Held.DB) limitHits.max_db_connections++;
+    else limitHits.max_user_connections++;
+    noteBlocked(pool, kind);
   }
-  openServer(pool);
+  return r;
+}
+
+const tableFullLogged = new WeakSet<PgPool>();
+
+/**
+ * workers > 1 and the shared counters have no slot left for the pool, its database or its user:
+ * its limits cannot be kept over the loops, so it gets no server and its waiting clients are
+ * told why rather than left to time out.
+ */
+function noRoomInTable(pool: PgPool): void {
+  if (!tableFullLogged.has(pool)) {
+    tableFullLogged.add(pool);
+    log.error(`${pool.db.name}/${pool.user.name}: the counters shared by the workers have no room left for this pool, its database or user; its clients are refused`);
+  }
+  for (const c of pool.waitingClients.toArray()) disconnectClient(c, true, TABLE_FULL_REASON);
 }
 
 function firstWaiting(pool: PgPool): Client | null {
@@ -562,9 +763,13 @@ function pickHost(db: PgDatabase): string | null {
   return h;
 }
 
-/** A new server for the pool, or of its own for a replication client (`owner`). */
-function openServer(pool: PgPool, owner: Client | null = null): Server {
+/**
+ * A new server for the pool, or of its own for a replication client (`owner`); `held`: what it
+ * took in the shared counters (workers > 1), given back when it closes.
+ */
+function openServer(pool: PgPool, owner: Client | null, held: number): Server {
   const server = new Server(pool);
+  server.sharedHeld = held;
   if (owner !== null) {
     // linked from the start: the client is told why if the login fails, and leaving closes it
     server.replication = owner.replication;
@@ -636,7 +841,7 @@ export function advanceHost(db: PgDatabase): void {
 /** Open servers for the pool's replication clients that wait for one, as far as the limits allow. */
 export function launchReplicationServers(pool: PgPool): void {
   const db = pool.db;
-  if (db.admin || poolerState.paused || poolerState.suspended || db.paused) return;
+  if (db.admin || poolerState.paused || poolerState.suspended || db.paused || pool.roomPending > 0) return;
   const now = nowUs();
   const retryUs = cf.server_login_retry * 1e6;
   if (pool.lastLoginFailedUs !== 0 && now - pool.lastLoginFailedUs < retryUs) return;
@@ -651,40 +856,37 @@ export function launchReplicationServers(pool: PgPool): void {
     }
     if (client === null) return;
     const room = replicationRoom(pool);
-    if (room === 'none') return;
     // closing a server launches again (disconnectServer): look for a waiting client anew
-    if (room === 'evicted') continue;
-    openServer(pool, client);
+    if (room === ROOM_EVICTED) continue;
+    if (room < 0) return;
+    openServer(pool, client, room);
+    clearBlocked(pool);
   }
 }
 
 /**
- * Whether one more server may be opened for a replication client: 'free', 'evicted' (an idle
- * server was closed to make room: check again) or 'none' (wait for a server to close).
+ * Whether one more server may be opened for a replication client: the slots taken for it (0 or
+ * more, see openServer), ROOM_EVICTED (an idle server was closed to make room: check again) or
+ * below 0 (wait for a server to close: ROOM_FREEING, one closing now).
  */
-function replicationRoom(pool: PgPool): 'free' | 'evicted' | 'none' {
+function replicationRoom(pool: PgPool): number {
   const db = pool.db;
   const size = pool.poolSize;
-  const total = pool.serverCount;
-  if (size > 0 && total >= size) {
-    if (evictIdle((p) => p === pool, null)) return 'evicted';
-    if (!reserveAllowed(pool) || total >= size + pool.reservePoolSize) return 'none';
+  let held = takeServerSlot(pool, Held.POOL, size);
+  if (held === REFUSED) {
+    if (evictIdle((p) => p === pool, null, pool)) return pool.roomPending > 0 ? ROOM_FREEING : ROOM_EVICTED;
+    if (!reserveAllowed(pool) || (held = takeServerSlot(pool, Held.POOL, size + pool.reservePoolSize)) === REFUSED) {
+      noteBlocked(pool, Held.POOL);
+      return REFUSED;
+    }
     log.conn('log', pool.waitingClients.first() ?? { logPrefix: () => `${db.name}/${pool.user.name}` },
       'taking connection from reserve_pool');
   }
-  const maxDb = db.maxDbConnections;
-  if (maxDb > 0 && db.serverCount >= maxDb) {
-    if (evictIdle((p) => p.db === db, null)) return 'evicted';
-    limitHits.max_db_connections++;
-    return 'none';
+  if (held === TABLE_FULL) {
+    noRoomInTable(pool);
+    return TABLE_FULL;
   }
-  const maxUser = pool.user.maxUserConnections;
-  if (maxUser > 0 && pool.user.serverCount >= maxUser) {
-    if (evictIdle((p) => p.user === pool.user, null)) return 'evicted';
-    limitHits.max_user_connections++;
-    return 'none';
-  }
-  return 'free';
+  return takeDbUserSlots(pool, held, true);
 }
 
 /** A login of the pool's own (not a replication client's server) is in progress. */

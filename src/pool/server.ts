@@ -152,6 +152,17 @@ export class Server implements ListNode, StreamOwner, LogSubject {
   cancelClient: Client | null = null;
   /** the CancelRequest was written; PostgreSQL closing the connection completes it */
   cancelSent = false;
+  /** workers > 1: the shared counters this server holds (limits.ts Held bits), given back when it closes */
+  sharedHeld = 0;
+  /**
+   * workers > 1: closed to make room for another server (evicted, or given up to another loop):
+   * its shared slots are held until PostgreSQL has closed the connection (pooler.endLingering)
+   */
+  lingers = false;
+  /** given up to another loop's waiting clients: the slot of that give-up (limits.claimYield), -1 = not */
+  yieldSlot = -1;
+  /** evicted to make room for a server of this pool (pooler.evictIdle) */
+  roomFor: PgPool | null = null;
 
   constructor(readonly pool: PgPool, forCancel = false) {
     this.id = connIds.next();

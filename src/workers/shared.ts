@@ -20,8 +20,10 @@ export const enum Counter {
   CLIENTS = 1,
   /** clients waiting for a server that their worker cannot open: another worker should give one up */
   WAITING = 2,
+  /** servers a worker is giving up for those waiting clients, not yet closed (so no two give up one for the same client) */
+  YIELDING = 3,
 }
-const COUNTERS = 3;
+const COUNTERS = 4;
 
 export type SlotKind = 'global' | 'db' | 'user' | 'pool';
 
