@@ -73,6 +73,8 @@ export interface CapacityResult {
   pipeClients: number;
   /** pgbench -j */
   threads: number;
+  /** pgbench -R, when every contestant got the same rate */
+  rate: number | null;
   cpus: number;
   /** CPUs the poolers had to themselves (0: not pinned, they shared every CPU with the load) */
   poolerCpus: number;
@@ -94,6 +96,8 @@ export interface CapacityOptions {
   workers: number[] | null;
   /** CPUs for the pooler (null: half of them) */
   poolerCpus: number | null;
+  /** pgbench -R: the same transaction rate for every contestant (null: as fast as it goes) */
+  rate: number | null;
   pgbouncer: string;
   bun: string | null;
   userlist: Array<[string, string]>;
@@ -253,7 +257,8 @@ export async function measureCapacity(pg: TestPostgres, db: string, o: CapacityO
     // rather than the runtime's sockets
     const clients = (c: Contestant): number => (c.kind === 'pipe' ? pipeClients : o.clients);
     const args = (c: Contestant, seconds: number): string[] =>
-      ['-n', '-f', sql, '-c', String(clients(c)), '-j', String(Math.min(threads, clients(c))), '-T', String(seconds)];
+      ['-n', '-f', sql, '-c', String(clients(c)), '-j', String(Math.min(threads, clients(c))), '-T', String(seconds),
+        ...(o.rate !== null ? ['-R', String(o.rate)] : [])];
     const backends = async (): Promise<number> =>
       Number((await pg.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", 'postgres', [db]))[0]?.n ?? 0);
     for (let r = 0; r < o.rounds; r++) {
@@ -278,6 +283,7 @@ export async function measureCapacity(pg: TestPostgres, db: string, o: CapacityO
           const ok = res.code === 0 && tx > 0;
           s.failed += ok ? res.summary.failed ?? 0 : 1;
           say(`  ${c.name.padEnd(26)} tps ${(tx / seconds).toFixed(0).padStart(7)}  cpu ${cpu.toFixed(2)} s` +
+            `  ${tx > 0 ? ((cpu / tx) * 1e6).toFixed(1) : '–'} µs/tx` +
             (ok ? '' : `  FAILED: ${(res.stderr + res.stdout).trim().split('\n').slice(-3).join(' / ')}`));
         } finally {
           await t.stop();
@@ -303,7 +309,7 @@ export async function measureCapacity(pg: TestPostgres, db: string, o: CapacityO
       const one = rows.find((p) => p.kind === 'pgbun' && p.runtime === r.runtime && p.workers === 1);
       if (one && one.tps > 0) r.scaling = r.tps / one.tps;
     }
-    return { clients: o.clients, poolSize, pipeClients, threads, cpus, poolerCpus: split.poolerCpus, pinning: split.why, loadavgAtStart, rows };
+    return { clients: o.clients, poolSize, pipeClients, threads, rate: o.rate, cpus, poolerCpus: split.poolerCpus, pinning: split.why, loadavgAtStart, rows };
   } finally {
     for (const f of cleanup.reverse()) await f();
   }
@@ -338,7 +344,7 @@ export function capacityGoals(c: CapacityResult): CapacityGoal[] {
     if (r.workers === 1 || r.workers === null) continue;
     const n = r.workers;
     const goal = `${r.runtime}: TPS with ${n} workers ≥ 0.8 × ${n} × one worker's, on ${n} free cores`;
-    if (r.scaling === null) goals.push({ goal, value: 'not measured', met: null });
+    if (r.scaling === null || c.rate !== null) goals.push({ goal, value: c.rate !== null ? `not measured: every contestant ran at -R ${c.rate}` : 'not measured', met: null });
     else if (n > free) {
       goals.push({
         goal, met: null,
@@ -348,7 +354,7 @@ export function capacityGoals(c: CapacityResult): CapacityGoal[] {
   }
   const best = pgbun.reduce<CapacityRow | null>((a, r) => (a === null || r.tps > a.tps ? r : a), null);
   const goal = 'peak TPS of pgbun (any workers) above one PgBouncer process, on ≥ 4 free cores';
-  if (best === null || best.vsPgbouncer === null) goals.push({ goal, value: 'not measured', met: null });
+  if (best === null || best.vsPgbouncer === null || c.rate !== null) goals.push({ goal, value: 'not measured', met: null });
   else {
     const value = `${ratio(best.vsPgbouncer)}× PgBouncer (${best.name})`;
     goals.push(free >= 4 ? { goal, value, met: best.failed === 0 && best.vsPgbouncer > 1 } : { goal, value: `not measurable here (${free} free core(s) for the pooler): ${value}`, met: null });
@@ -364,7 +370,7 @@ export function capacityMarkdown(c: CapacityResult): string[] {
   const out = [
     '## Capacity: the pooler-bound case, and workers',
     '',
-    `pgbench -c ${c.clients} -j ${c.threads} of \`SELECT 1\` in transaction mode, pool_size ${c.poolSize} (as many servers as clients: ` +
+    `pgbench -c ${c.clients} -j ${c.threads}${c.rate !== null ? ` -R ${c.rate} (every contestant at the same rate: compare CPU, not TPS)` : ''} of \`SELECT 1\` in transaction mode, pool_size ${c.poolSize} (as many servers as clients: ` +
       'no pool limit, per loop or over all loops, is what bounds; the servers column is what each pooler opened), ' +
       `the pipes with -c ${c.pipeClients} (a backend per client: a pipe cannot multiplex). Every contestant is started afresh for each run and warmed up first. ${c.cpus} CPUs; pinning: ${c.pinning}; ` +
       `load average at the start ${c.loadavgAtStart.join(', ')}. ` +

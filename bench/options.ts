@@ -46,6 +46,8 @@ export interface Options {
   poolerCpus: number | null;
   /** capacity part: pool_size (null: one server per client) */
   capacityPool: number | null;
+  /** capacity part: pgbench -R for every contestant (null: no rate limit) */
+  capacityRate: number | null;
   help: boolean;
 }
 
@@ -85,6 +87,9 @@ measures each pooler's RSS with idle clients. Writes bench/results/<timestamp>.{
   --pooler-cpus=N      capacity: pin the poolers to the last N CPUs, pgbench and PostgreSQL to
                        the others (default half of the CPUs; needs 2 or more and taskset)
   --capacity-pool=N    capacity: pool_size (default: as many as pgbench clients)
+  --capacity-rate=TPS  capacity: pgbench -R TPS for every contestant, so that their CPU per
+                       transaction is compared at the same load (where the pooler cannot be
+                       the bottleneck, e.g. on a small or busy machine)
   --pgbouncer=PATH     PgBouncer binary (default /usr/sbin/pgbouncer; installed with apt if missing)
   --out=DIR            results directory (default bench/results)
   --verbose            keep the output of failed pgbench runs in the JSON
@@ -105,11 +110,11 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     return v;
   };
   const has = (name: string): boolean => argv.includes(`--${name}`);
-  const known = /^--(quick|duration|rounds|scale|only|no-direct|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|workers|pooler-cpus|capacity-pool|pgbouncer|out|verbose|help)(=|$)|^-h$/;
+  const known = /^--(quick|duration|rounds|scale|only|no-direct|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|workers|pooler-cpus|capacity-pool|capacity-rate|pgbouncer|out|verbose|help)(=|$)|^-h$/;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (!a.startsWith('-')) {
-      if (i > 0 && /^--(duration|rounds|scale|only|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|workers|pooler-cpus|capacity-pool|pgbouncer|out)$/.test(argv[i - 1])) continue;
+      if (i > 0 && /^--(duration|rounds|scale|only|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|workers|pooler-cpus|capacity-pool|capacity-rate|pgbouncer|out)$/.test(argv[i - 1])) continue;
       throw new UsageError(`unexpected argument ${a}\n\n${HELP}`);
     }
     if (!known.test(a)) throw new UsageError(`unknown option ${a}\n\n${HELP}`);
@@ -150,6 +155,7 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     workers,
     poolerCpus: int('pooler-cpus'),
     capacityPool: int('capacity-pool'),
+    capacityRate: int('capacity-rate'),
     pgbouncer: get('pgbouncer') ?? process.env.PGBOUNCER_BIN ?? '/usr/sbin/pgbouncer',
     outDir: get('out') ?? `${repoRoot}/bench/results`,
     verbose: has('verbose'),

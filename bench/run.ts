@@ -232,7 +232,7 @@ async function main(): Promise<void> {
       capacity = await measureCapacity(pg, db, {
         // at least 10 s: the logins of 100 clients and a runtime's idle work must not dominate
         duration: Math.max(o.duration, 10), warmup: Math.max(o.warmup, 2), rounds: o.rounds, clients: CAPACITY_CLIENTS,
-        poolSize: o.capacityPool, workers: o.workers, poolerCpus: o.poolerCpus,
+        poolSize: o.capacityPool, workers: o.workers, poolerCpus: o.poolerCpus, rate: o.capacityRate,
         pgbouncer: o.pgbouncer, bun: fs.existsSync(bun) ? bun : null,
         userlist: [[ROLE.user, secret]], user: ROLE.user, password: ROLE.password,
       }, say);
