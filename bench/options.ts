@@ -40,6 +40,14 @@ export interface Options {
   pgbunNodeArgs: string[];
   /** run pgbun's dist/src/cli.js with this program instead of node (e.g. a Bun binary) */
   pgbunRuntime: string | null;
+  /** capacity part: pgbun's `workers` values (null: 1, 2, 4, ... up to the pooler's CPUs) */
+  workers: number[] | null;
+  /** capacity part: CPUs the pooler is pinned to (null: half of them) */
+  poolerCpus: number | null;
+  /** capacity part: pool_size (null: one server per client) */
+  capacityPool: number | null;
+  /** capacity part: pgbench -R for every contestant (null: no rate limit) */
+  capacityRate: number | null;
   help: boolean;
 }
 
@@ -59,8 +67,9 @@ measures each pooler's RSS with idle clients. Writes bench/results/<timestamp>.{
                          clients:  c1 c10 c100
                          connect:  connect (only -C cases) noconnect
                          memory    the idle-client memory measurement (alone: memory only)
-                         capacity  one pooler core's capacity: pgbun on node and on Bun, each
-                                   runtime's bare pipe, PgBouncer (alone: capacity only)
+                         capacity  the pooler-bound case: pgbun with workers = 1, 2, ... on node
+                                   and on Bun, each runtime's bare pipe, PgBouncer (alone:
+                                   capacity only)
                          pgbench   every pgbench case (with no other pgbench token)
                        e.g. --only=tx,select,c10,c100   --only=memory   --only=connect
   --no-direct          skip the direct-to-PostgreSQL ceiling runs
@@ -73,6 +82,14 @@ measures each pooler's RSS with idle clients. Writes bench/results/<timestamp>.{
   --pgbun-runtime=PATH run pgbun with this program instead of node, e.g. Bun (pgbun's runtime code
                        only uses node: APIs; bun is a dev dependency):
                        --pgbun-runtime=node_modules/.bin/bun
+  --workers=1,2,4      capacity: pgbun's workers values (default 1, 2, 4, ... up to the pooler's
+                       CPUs, at least 1 and 2)
+  --pooler-cpus=N      capacity: pin the poolers to the last N CPUs, pgbench and PostgreSQL to
+                       the others (default half of the CPUs; needs 2 or more and taskset)
+  --capacity-pool=N    capacity: pool_size (default: as many as pgbench clients)
+  --capacity-rate=TPS  capacity: pgbench -R TPS for every contestant, so that their CPU per
+                       transaction is compared at the same load (where the pooler cannot be
+                       the bottleneck, e.g. on a small or busy machine)
   --pgbouncer=PATH     PgBouncer binary (default /usr/sbin/pgbouncer; installed with apt if missing)
   --out=DIR            results directory (default bench/results)
   --verbose            keep the output of failed pgbench runs in the JSON
@@ -93,11 +110,11 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     return v;
   };
   const has = (name: string): boolean => argv.includes(`--${name}`);
-  const known = /^--(quick|duration|rounds|scale|only|no-direct|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|pgbouncer|out|verbose|help)(=|$)|^-h$/;
+  const known = /^--(quick|duration|rounds|scale|only|no-direct|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|workers|pooler-cpus|capacity-pool|capacity-rate|pgbouncer|out|verbose|help)(=|$)|^-h$/;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (!a.startsWith('-')) {
-      if (i > 0 && /^--(duration|rounds|scale|only|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|pgbouncer|out)$/.test(argv[i - 1])) continue;
+      if (i > 0 && /^--(duration|rounds|scale|only|memory-clients|warmup|tx-prepared|pgbun-node-args|pgbun-runtime|workers|pooler-cpus|capacity-pool|capacity-rate|pgbouncer|out)$/.test(argv[i - 1])) continue;
       throw new UsageError(`unexpected argument ${a}\n\n${HELP}`);
     }
     if (!known.test(a)) throw new UsageError(`unknown option ${a}\n\n${HELP}`);
@@ -116,6 +133,13 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
   if (txp !== undefined && !['on', 'off', 'auto'].includes(txp)) throw new UsageError('--tx-prepared: on, off or auto');
   const mem = (get('memory-clients') ?? '1000,10000').split(',').map((s) => Number(s.trim()));
   if (mem.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError('--memory-clients: comma-separated positive integers');
+  const wk = get('workers');
+  const workers = wk === undefined ? null : wk.split(',').map((s) => Number(s.trim()));
+  if (workers !== null && (workers.length === 0 || workers.some((n) => !Number.isInteger(n) || n < 1))) {
+    throw new UsageError('--workers: comma-separated positive integers');
+  }
+  if (workers !== null && !workers.includes(1)) workers.unshift(1); // the scaling factor's base
+  const int = (name: string): number | null => (get(name) === undefined ? null : Math.floor(num(name, 1, 1)));
   return {
     quick,
     duration: num('duration', quick ? 3 : 10, 1),
@@ -128,6 +152,10 @@ export function parseOptions(argv: string[], repoRoot: string): Options {
     txPrepared: txp === undefined || txp === 'auto' ? 'auto' : txp === 'on',
     pgbunNodeArgs: (get('pgbun-node-args') ?? '').split(/\s+/).filter(Boolean),
     pgbunRuntime: get('pgbun-runtime') ?? null,
+    workers,
+    poolerCpus: int('pooler-cpus'),
+    capacityPool: int('capacity-pool'),
+    capacityRate: int('capacity-rate'),
     pgbouncer: get('pgbouncer') ?? process.env.PGBOUNCER_BIN ?? '/usr/sbin/pgbouncer',
     outDir: get('out') ?? `${repoRoot}/bench/results`,
     verbose: has('verbose'),

@@ -1,7 +1,7 @@
 // From runs to the tables: per case and target the mean over rounds, pgbun/PgBouncer ratios (and
 // their spread over the A/B pairs), the memory table, the performance goals, and the Markdown.
 
-import { capacityMarkdown, type CapacityResult } from './capacity.js';
+import { capacityGoals, capacityMarkdown, type CapacityResult } from './capacity.js';
 import type { MemoryResult } from './memory.js';
 import type { BenchCase, Options } from './options.js';
 import type { RunResult } from './pgbench-run.js';
@@ -147,13 +147,7 @@ export function checkGoals(cases: CaseSummary[], memory: MemorySummary[], capaci
     value: m10k?.bytesPerClient != null ? `${fmtBytes(m10k.bytesPerClient)} per client` : 'not measured',
     met: m10k?.bytesPerClient != null ? m10k.ok && m10k.bytesPerClient <= 10 * 1024 : null,
   });
-  for (const r of capacity?.rows.filter((x) => x.kind === 'pgbun') ?? []) {
-    goals.push({
-      goal: `CPU per transaction of ${r.name} ≤ 1.15× its runtime's bare pipe (capacity part)`,
-      value: r.vsPipe === null ? 'not measured' : `${fmtRatio(r.vsPipe)}× (${r.usPerTx.toFixed(1)} µs per transaction)`,
-      met: r.vsPipe === null ? null : r.failed === 0 && r.vsPipe <= 1.15,
-    });
-  }
+  if (capacity) goals.push(...capacityGoals(capacity));
   return goals;
 }
 

@@ -5,8 +5,8 @@
 //    drift of a shared, noisy machine hits both alike; the same pgbench directly against
 //    PostgreSQL gives the ceiling.
 // 3. Memory: fresh poolers holding 1,000 and 10,000 idle clients.
-// 4. Capacity: one pooler core's TPS with many clients of a trivial query, pgbun on node and on
-//    Bun next to each runtime's bare pipe and PgBouncer (bench/capacity.ts).
+// 4. Capacity: the pooler-bound case (many clients, a trivial query), pgbun with workers = 1, 2,
+//    ... on node and on Bun next to each runtime's bare pipe and PgBouncer (bench/capacity.ts).
 // 5. bench/results/<timestamp>.{json,md}; the Markdown is printed.
 
 import { execFileSync } from 'node:child_process';
@@ -37,7 +37,7 @@ import { checkGoals, markdown, summarizeCase, summarizeMemory, fmtRatio, threadS
 import { machineInfo } from './sysinfo.js';
 
 const ROLE = { user: 'scram_user', password: 'scram_pass' };
-/** clients of the capacity part: enough that one pooler core, not the clients, is the limit */
+/** clients of the capacity part: enough that the pooler, not the clients, is the limit */
 const CAPACITY_CLIENTS = 100;
 
 const say = (s: string): void => void process.stderr.write(s + '\n');
@@ -227,10 +227,13 @@ async function main(): Promise<void> {
     let capacity: CapacityResult | null = null;
     if (sel.capacity) {
       const bun = path.join(REPO_ROOT, 'node_modules', '.bin', 'bun');
-      say(`bench: capacity, pgbun on node${fs.existsSync(bun) ? ' and on Bun' : ''}, the bare pipes and PgBouncer, -c ${CAPACITY_CLIENTS}`);
+      say(`bench: capacity, pgbun on node${fs.existsSync(bun) ? ' and on Bun' : ''} with workers ${o.workers?.join(', ') ?? '1, 2, ...'}, ` +
+        `the bare pipes and PgBouncer, -c ${CAPACITY_CLIENTS}`);
       capacity = await measureCapacity(pg, db, {
         // at least 10 s: the logins of 100 clients and a runtime's idle work must not dominate
-        duration: Math.max(o.duration, 10), rounds: o.rounds, clients: CAPACITY_CLIENTS, pgbouncer: o.pgbouncer, bun: fs.existsSync(bun) ? bun : null,
+        duration: Math.max(o.duration, 10), warmup: Math.max(o.warmup, 2), rounds: o.rounds, clients: CAPACITY_CLIENTS,
+        poolSize: o.capacityPool, workers: o.workers, poolerCpus: o.poolerCpus, rate: o.capacityRate,
+        pgbouncer: o.pgbouncer, bun: fs.existsSync(bun) ? bun : null,
         userlist: [[ROLE.user, secret]], user: ROLE.user, password: ROLE.password,
       }, say);
     }
