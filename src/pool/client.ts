@@ -752,7 +752,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     const c = new Client(new net.Socket(), req.isUnix, req.listenerPort);
     c.silent = true;
     Object.assign(c, req.addresses);
+    // the requester is counted by the loop that has it, here and in the shared counters
     registry.clientCount--;
+    releaseClientSlots(c);
     return new Promise((resolve) => {
       c.onClosed = (notify, reason, sqlstate) => resolve({ notify, reason, sqlstate, dbName: c.dbName, userName: c.userName });
       c.cancelQueryOf(findByCancelKey(Buffer.from(req.key)));
