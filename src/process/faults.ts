@@ -3,7 +3,8 @@
 // environment names a directory in PGBUN_TEST_FAULT_DIR when pgbun starts, which no
 // configuration, console command or client can do. Then on each janitor tick every loop looks
 // for the file `crash-<its index>` there: it removes it, and fails with an uncaught exception,
-// or an unhandled rejection if the file says `rejection`.
+// or an unhandled rejection if the file says `rejection`, or stops answering for good (an endless
+// loop, for the main thread's watchdog) if it says `hang`.
 import fs from 'node:fs';
 import path from 'node:path';
 import { log } from '../log/logger.js';
@@ -26,7 +27,8 @@ export function armTestFaults(): void {
     }
     log.warning(`${TEST_FAULT_ENV}: failing on purpose (${kind || 'exception'})`);
     const err = new Error(`test fault in worker ${workerSelf.index}`);
-    if (kind === 'rejection') void Promise.reject(err);
+    if (kind === 'hang') setImmediate(() => { for (;;) { /* stuck */ } });
+    else if (kind === 'rejection') void Promise.reject(err);
     else setImmediate(() => { throw err; });
   });
 }

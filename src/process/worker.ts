@@ -16,7 +16,7 @@ import { startAdmin } from '../admin/start.js';
 import { loadAuthFile } from '../auth/authfile.js';
 import { reloadAuthFiles } from '../auth/login.js';
 import { setupTls } from '../tls/context.js';
-import { connectPeer } from '../workers/bus.js';
+import { connectPeer, onRequest } from '../workers/bus.js';
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
 import { abandonLoop } from '../pool/abandon.js';
@@ -63,6 +63,9 @@ function leave(): never {
   }
   process.exit(1);
 }
+
+// the main thread's watchdog (process/workers.ts): an answer says this loop still turns
+onRequest('worker.ping', () => true);
 
 async function run(start: WorkerStart): Promise<void> {
   process.on('uncaughtException', crash);

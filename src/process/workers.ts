@@ -11,7 +11,7 @@ import { cf } from '../config/current.js';
 import { log } from '../log/logger.js';
 import { poolerState } from '../pool/pooler.js';
 import { mainOnlyTcpAddresses } from '../pool/listener.js';
-import { announceGone, connectPeer, dropPeer, introduce } from '../workers/bus.js';
+import { announceGone, connectPeer, dropPeer, introduce, request } from '../workers/bus.js';
 import { workerSelf } from '../workers/identity.js';
 import { SharedTable } from '../workers/shared.js';
 import { MAX_WORKERS, type Settings } from '../config/settings.js';
@@ -42,6 +42,16 @@ export function configuredWorkers(value: string): number {
 const threads = new Map<number, Worker>();
 /** a replacement is not started more often than this, so a worker that dies at start does not spin */
 const RESPAWN_DELAY_MS = 1000;
+/**
+ * A worker thread that has not answered the main thread's ping for this long is stuck (an endless
+ * loop, say): its event loop serves nobody and every console command waits for its answer, so it
+ * is stopped and replaced like one that died. Far beyond any pause a working loop makes.
+ */
+const STUCK_MS = 10_000;
+const PING_MS = 1000;
+/** worker threads that are up, with when each last answered a ping */
+const lastAnswer = new Map<Worker, number>();
+let watchdog: NodeJS.Timeout | null = null;
 let logStderr = true;
 
 /** Before listening: how many loops there will be, and the table they share. */
@@ -68,6 +78,26 @@ export async function startWorkers(stderr: boolean): Promise<void> {
     }
   }
   await Promise.all([...mesh].map(([i, ports]) => spawn(i, ports)));
+  watchdog = setInterval(watch, PING_MS);
+  watchdog.unref();
+}
+
+function watch(): void {
+  if (poolerState.shuttingDown) return;
+  const now = Date.now();
+  for (const [index, w] of threads) {
+    const last = lastAnswer.get(w);
+    if (last === undefined) continue; // still starting
+    if (now - last > STUCK_MS) {
+      lastAnswer.delete(w);
+      log.error(`worker ${index} has not answered for ${Math.round((now - last) / 1000)} s: stopping it`);
+      void w.terminate();
+      continue;
+    }
+    void request(index, 'worker.ping').then((ok) => {
+      if (ok === true && lastAnswer.has(w)) lastAnswer.set(w, Date.now());
+    });
+  }
 }
 
 function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void> {
@@ -90,6 +120,7 @@ function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void
     w.on('message', (m: { ready?: boolean; error?: string }) => {
       if (m.ready) {
         up = true;
+        lastAnswer.set(w, Date.now());
         resolve();
       } else if (m.error !== undefined) {
         reject(new Error(m.error));
@@ -100,6 +131,7 @@ function spawn(index: number, ports: Array<[number, MessagePort]>): Promise<void
       if (!up) reject(e);
     });
     w.on('exit', (code) => {
+      lastAnswer.delete(w);
       if (threads.get(index) === w) threads.delete(index);
       // a thread that ends itself (process/worker.ts's crash path) before it is up
       if (!up) reject(new Error(`worker ${index} exited with code ${code} before it was up`));

@@ -50,7 +50,7 @@ after(async () => {
 });
 
 /** Make loop `loop` fail on its next janitor tick. */
-function failLoop(loop: number, kind: 'exception' | 'rejection'): void {
+function failLoop(loop: number, kind: 'exception' | 'rejection' | 'hang'): void {
   fs.writeFileSync(path.join(faultDir, `crash-${loop}`), kind);
 }
 
@@ -167,6 +167,30 @@ describe('workers: a loop that fails', { skip: IS_PGBOUNCER && 'PgBouncer has no
       assert.equal(B.proc.exitCode, null, B.stderr());
     });
   }
+
+  test('loop 1 stops answering (an endless loop): the main thread stops it, a new loop takes over, the console answers', async () => {
+    const off = B.logOffset();
+    const tx = await inTransactionOnEveryLoop('tx', 1);
+    failLoop(1, 'hang');
+    await B.waitForLog(/ERROR worker 1 has not answered for \d+ s: stopping it/, 40_000, off);
+    // the thread's sockets close with it: its client is disconnected, its backend ends
+    const stuck = tx[1]![0]!;
+    assert.equal((await drainUntilClose(stuck.client, 15_000)).closed, true, 'the stuck loop\'s client is closed');
+    await waitUntil('the stuck loop\'s backend gone', () => alive([stuck.pid]), (a) => a.length === 0, 15_000);
+    await othersGoOn(tx, 1);
+    await B.waitForLog(/LOG worker 1 replaced/, 15_000, off);
+    // the console, which asks every loop, answers from every loop again
+    const admins = await clientsOnEveryLoop(B, W, { user: 'admin', database: 'pgbouncer' });
+    for (const l of admins) {
+      for (const a of l) {
+        open.push(a.client);
+        const r = await a.client.query('SHOW POOLS');
+        assert.equal(r.error, null, `loop ${a.loop}: ${JSON.stringify(r.error)}`);
+        await a.client.terminate();
+      }
+    }
+    assert.equal(B.proc.exitCode, null, B.stderr());
+  });
 
   test('loop 0, the main thread: the process ends, as with one loop', async () => {
     const { client } = await wireLogin({ host: '127.0.0.1', port: B.port }, { user: USER, database: 'tx' });
