@@ -3,7 +3,9 @@
 // while clients of every loop are inside transactions. Its clients get a FATAL and are closed,
 // its server backends end, the clients of the other loops go on in their transactions, a new
 // loop takes its place and serves new clients, and what it held no longer counts against the
-// pool's limits. The main thread (loop 0) failing ends the process, as with workers = 1.
+// pool's limits. The main thread (loop 0) failing ends the process, as with workers = 1. It lives
+// with the integration tests, not the fault suite, because that suite also runs against PgBouncer,
+// which has no workers.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +18,6 @@ import { ensureDatabase, logLines, waitUntil } from '../lib/pool-helpers.js';
 import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
 import { isRoot, makeTempDir, serverOsUser } from '../lib/procs.js';
 import { cancelRequest, WireClient, wireLogin } from '../lib/wire.js';
-import { IS_PGBOUNCER } from './options.js';
 
 const pg = await sharedPostgres();
 const W = 3;
@@ -29,7 +30,6 @@ const open: WireClient[] = [];
 let B: TestPgbun;
 
 before(async () => {
-  if (IS_PGBOUNCER) return;
   await ensureDatabase(pg, SMALL);
   B = await startPgbun({
     ini: {
@@ -95,7 +95,7 @@ async function othersGoOn(byLoop: Array<Array<LoopClient & { pid: number }>>, de
   }
 }
 
-describe('workers: a loop that fails', { skip: IS_PGBOUNCER && 'PgBouncer has no workers' }, () => {
+describe('workers: a loop that fails', () => {
   for (const [dead, kind] of [[1, 'exception'], [2, 'rejection']] as const) {
     test(`loop ${dead}, an ${kind === 'exception' ? 'uncaught exception' : 'unhandled rejection'}: its clients get a FATAL, the others go on, a new loop takes over`, async () => {
       const off = B.logOffset();
