@@ -142,7 +142,11 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   private exchange: PasswordExchange | null = null;
   loggedIn = false;
 
-  constructor(sock: net.Socket, isUnix: boolean, readonly listenerPort: number) {
+  /**
+   * `standIn`: the stand-in for a CancelRequest another event loop accepted (cancelForLoop): that
+   * loop counts the connection, so this one is counted nowhere
+   */
+  constructor(sock: net.Socket, isUnix: boolean, readonly listenerPort: number, private readonly standIn = false) {
     this.id = connIds.next();
     this.ptr = connIds.ptr(this.id);
     this.socket = sock;
@@ -156,8 +160,10 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     this.connectTimeUs = this.requestTimeUs = nowUs();
     this.stream = new PacketStream(sock, this);
     this.stream.maxPacket = cf.max_packet_size;
-    registry.clientCount++;
-    countClientConnection(this);
+    if (!standIn) {
+      registry.clientCount++;
+      countClientConnection(this);
+    }
     this.changeState(ClientState.LOGIN);
     this.attach(sock);
   }
@@ -260,8 +266,7 @@ export class Client implements ListNode, StreamOwner, LogSubject {
   release(lastMessage: Buffer | null): void {
     this.stream.stop();
     this.changeState(ClientState.FREE);
-    // a stand-in was never counted: its connection is counted by the loop that has it
-    if (this.onClosed === null) registry.clientCount--;
+    if (!this.standIn) registry.clientCount--;
     if (this.counted) {
       this.counted = false;
       if (this.db !== null) this.db.clientCount--;
@@ -749,12 +754,9 @@ export class Client implements ListNode, StreamOwner, LogSubject {
    * written to and not counted as a connection; resolves with how the stand-in was closed.
    */
   static cancelForLoop(req: LoopCancel): Promise<LoopCancelDone> {
-    const c = new Client(new net.Socket(), req.isUnix, req.listenerPort);
+    const c = new Client(new net.Socket(), req.isUnix, req.listenerPort, true);
     c.silent = true;
     Object.assign(c, req.addresses);
-    // the requester is counted by the loop that has it, here and in the shared counters
-    registry.clientCount--;
-    releaseClientSlots(c);
     return new Promise((resolve) => {
       c.onClosed = (notify, reason, sqlstate) => resolve({ notify, reason, sqlstate, dbName: c.dbName, userName: c.userName });
       c.cancelQueryOf(findByCancelKey(Buffer.from(req.key)));
