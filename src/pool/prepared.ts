@@ -23,6 +23,8 @@ import {
 import * as msg from '../protocol/messages.js';
 import { cstrEnd } from '../protocol/reader.js';
 import { FORWARD, HANDLED, NEED_FULL, STOP, type Action } from '../protocol/stream.js';
+import { onRequest, tellAll } from '../workers/bus.js';
+import { multiWorker } from '../workers/identity.js';
 import type { PgPool } from './objects.js';
 import type { Client } from './client.js';
 import type { Server } from './server.js';
@@ -59,6 +61,26 @@ function getEntry(key: string, body: Buffer): Entry {
 function unref(e: Entry): void {
   if (--e.refs <= 0) entries.delete(e.key);
 }
+
+/**
+ * workers > 1: statements a server of another loop has accepted (their keys), so that this
+ * loop answers an unlinked client's Parse of one without a server, as it does for its own
+ * (onUnlinkedClientMessage). Each loop tells the others the first time one of its servers
+ * accepts a statement. Oldest first; kept to KNOWN_MAX keys.
+ */
+const validElsewhere = new Set<string>();
+const KNOWN_MAX = 4096;
+
+function markValidated(e: Entry): void {
+  e.validated = true;
+  if (multiWorker() && !validElsewhere.has(e.key)) tellAll('prepared.valid', e.key);
+}
+
+onRequest('prepared.valid', (key) => {
+  if (typeof key !== 'string' || validElsewhere.has(key)) return;
+  if (validElsewhere.size >= KNOWN_MAX) validElsewhere.delete(validElsewhere.values().next().value!);
+  validElsewhere.add(key);
+});
 
 // what to do with the response to a queued request
 const ACT_FORWARD = 0;
@@ -483,7 +505,7 @@ export const prepared = {
     if (answersBehind && !_complete) return NEED_FULL;
     const e = sp.headEnt();
     if (kind === F_CLOSE && e !== null && act === ACT_SWALLOW) unref(e);
-    if (kind === F_PARSE && e !== null) e.validated = true;
+    if (kind === F_PARSE && e !== null && !e.validated) markValidated(e);
     sp.pop();
     if (act === ACT_SWALLOW) {
       flushSynthetic(client, server, sp);
@@ -513,7 +535,9 @@ export const prepared = {
    * This goes beyond PgBouncer, which takes a server for them: clients like pgbench prepare
    * synchronously (PQprepare) while other clients of the same thread hold every server in an
    * open transaction; waiting for a server there deadlocks the client program until
-   * query_wait_timeout whenever the pool is smaller than the number of clients.
+   * query_wait_timeout whenever the pool is smaller than the number of clients. With
+   * workers > 1 a statement accepted in another loop counts too: a loop new to a statement
+   * may hold no server at all while the other loops' servers are all in such transactions.
    */
   onUnlinkedClientMessage(client: Client, type: number, len: number, buf: Buffer, start: number): Action | null {
     const end = start + len + 1;
@@ -524,8 +548,13 @@ export const prepared = {
         const name = buf.toString('utf8', start + 5, ne);
         const map = clientMap(client);
         if (map.has(name)) return null;
-        const e = entries.get(buf.toString('latin1', ne + 1, end));
-        if (e === undefined || !e.validated) return null;
+        const key = buf.toString('latin1', ne + 1, end);
+        let e = entries.get(key);
+        if (e === undefined || !e.validated) {
+          if (!validElsewhere.has(key)) return null;
+          e ??= getEntry(key, buf.subarray(ne + 1, end));
+          e.validated = true;
+        }
         map.set(name, e);
         e.refs++;
         client.pool!.stats.clientParseCount++;

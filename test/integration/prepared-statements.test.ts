@@ -25,7 +25,7 @@ import {
   type WireClient,
   type WireMessage,
 } from '../lib/wire.js';
-import { ensureDatabase, expectFatal, login, roleUserlist, serverPids, waitUntil } from '../lib/pool-helpers.js';
+import { ensureDatabase, expectFatal, login, roleUserlist, serverPids, settlesWithin, waitUntil } from '../lib/pool-helpers.js';
 import { sleep } from '../lib/procs.js';
 
 const pg = await sharedPostgres();
@@ -142,6 +142,32 @@ describe('name rewriting and sharing (max_prepared_statements = 200)', () => {
     const r = await run(a, 'reuse', ['7'], 'SELECT $1::int + 100 AS second_text');
     assert.equal(types(r), '12DCZ');
     assert.deepEqual(r.rows, [['107']]);
+  });
+
+  test('a client without a server: Parse of a statement a server accepted and Sync are answered by pgbun, while the only server is in a transaction', async () => {
+    // pgbench -M prepared prepares with PQprepare, which waits, while the thread's other clients
+    // hold every server in an open transaction: waiting for a server here would stall them all
+    const a = await cl(P, 'p1');
+    const b = await cl(P, 'p1');
+    const text = 'SELECT $1::int + 1 AS unlinked_probe';
+    await a.write([parseMessage('a_s', text), sync()]);
+    assert.equal(types(await collectOrFail(a)), '1Z');
+    assert.equal((await a.query('BEGIN')).status, 'T');
+    try {
+      await b.write([parseMessage('b_s', text), sync()]);
+      const r = await collectOrFail(b);
+      assert.equal(types(r), '1Z', 'ParseComplete, ReadyForQuery with a\'s transaction open');
+      assert.equal(r.status, 'I');
+      // a statement no server has seen needs one: it waits for a's transaction
+      await b.write([parseMessage('b_new', 'SELECT 2 AS unseen_probe'), sync()]);
+      const unseen = collectOrFail(b);
+      assert.equal(await settlesWithin(unseen, 300), false, 'an unknown statement waits for a server');
+      await a.query('COMMIT');
+      assert.equal(types(await unseen), '1Z');
+      assert.deepEqual((await run(b, 'b_s', ['41'])).rows, [['42']], 'the statement runs on the server');
+    } finally {
+      await a.query('ROLLBACK').catch(() => {});
+    }
   });
 
   test('a Bind on a server that lacks the statement gets a Parse injected (its ParseComplete swallowed)', async () => {
