@@ -18,7 +18,7 @@ import { parseStartupPacket, parseOptionsParameter, parseReplicationParameter, t
 import { PasswordExchange, type PasswordMethod } from '../auth/client-auth.js';
 import { beginAuth } from '../auth/login.js';
 import { randomSmall } from '../auth/random.js';
-import { hasPeerCredentials, peerCredentials } from '../auth/peer.js';
+import { hasPeerCredentials, peerCredentials, peerLookupPending, startPeerLookup } from '../auth/peer.js';
 import type { ListNode, StateList } from './list.js';
 import { registry, type PgDatabase, type PgPool, type PgUser } from './objects.js';
 import type { Server } from './server.js';
@@ -166,6 +166,8 @@ export class Client implements ListNode, StreamOwner, LogSubject {
     }
     this.changeState(ClientState.LOGIN);
     this.attach(sock);
+    // the peer's pid, for unix(<pid>) in its log lines (startLogin waits for it)
+    if (isUnix && !standIn) startPeerLookup(this);
   }
 
   /** (Re)attach socket events; TLS replaces the socket with the encrypted one. */
@@ -519,11 +521,13 @@ export class Client implements ListNode, StreamOwner, LogSubject {
 
   private startLogin(userName: string, dbName: string): void {
     // the console's same-uid check for `pgbouncer` over the Unix socket needs the peer's uid,
-    // which a helper process reads: wait for it (cached from then on) instead of blocking the
-    // event loop for every other client
-    if (dbName === 'pgbouncer' && userName === 'pgbouncer' && this.isUnix && !hasPeerCredentials(this)) {
+    // which a helper process reads, and every Unix-socket client's log lines its pid: wait for
+    // them (cached from then on) instead of blocking the event loop for every other client
+    const peerWait = !this.isUnix || hasPeerCredentials(this) ? null
+      : dbName === 'pgbouncer' && userName === 'pgbouncer' ? peerCredentials(this) : peerLookupPending(this);
+    if (peerWait !== null) {
       this.pauseLogin();
-      void peerCredentials(this).then(() => {
+      void peerWait.then(() => {
         if (this.closed) return;
         this.loginPaused = false;
         this.startLogin(userName, dbName);

@@ -19,6 +19,7 @@ import { AUTH, attemptLogin, PgServerError, type LoginOptions, type WireTarget }
 const pg = await sharedPostgres();
 let fx: TlsFixture;
 let b: TestPgbun;
+let h: TestPgbun; // the same, started as the OS user itself (systemd's User=)
 let osName: string; // the OS user running this test (root in CI)
 
 const HBA = `# pgbun HBA test: comments and blank lines are skipped
@@ -109,11 +110,11 @@ before(async () => {
   fx = tlsFixture();
   osName = isRoot() ? 'root' : (process.env.USER ?? 'root');
   scramSecret = await pg.secretOf('scram_user');
-  b = await startPgbun(options(hbaText(HBA)));
+  [b, h] = await Promise.all([startPgbun(options(hbaText(HBA))), startPgbun({ ...options(hbaText(HBA)), spawnAsUser: true })]);
 });
 
 after(async () => {
-  await b?.stop();
+  await Promise.all([b?.stop(), h?.stop()]);
 });
 
 const tcp = (): WireTarget => ({ host: '127.0.0.1', port: b.port });
@@ -240,42 +241,52 @@ describe('auth_type = hba', () => {
     await b.waitForLog(/ident map: cm does not have a match/, 3000, off);
   });
 
-  test('local + peer: the OS user of the connecting process (SO_PEERCRED) must be the user, or map to it', async () => {
-    const sock: ConnOpts = { host: b.socketDir, port: b.port, user: osName, database: 'peerdb' };
-    // psql as this process's OS user (root in CI): user = OS user name
-    let r = await psql(sock, 'SELECT current_user');
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(r.rows, [['trust_user']]); // peerdb forces the server user
-    await b.waitForLog(new RegExp(`peerdb/${osName}@unix\\(\\d+\\):\\d+ login attempt`));
-    // the same OS user asking for another database user: the map does not allow it
-    let off = b.logOffset();
-    r = await psql({ ...sock, user: 'mapped' }, 'SELECT 1');
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /FATAL: {2}unix socket login rejected/);
-    await b.waitForLog(/ident map pm cannot be matched/, 3000, off);
+  // pgbun switched from root to `user` cannot use the peer lookup helper (src/auth/peer.ts) and
+  // asks a process per peer login, after the `login attempt` line (which says unix(0)); run as
+  // its user it has the helper, and the pid before that line
+  for (const [how, peerBouncer, pidPattern] of [
+    ['pgbun switched to its user by itself (a process per lookup)', () => b, '0'],
+    ['pgbun run as its user (the lookup helper)', () => h, '[1-9]\\d*'],
+  ] as const) {
+    test(`local + peer, ${how}: the OS user of the connecting process (SO_PEERCRED) must be the user, or map to it`, async () => {
+      const b = peerBouncer();
+      const sock: ConnOpts = { host: b.socketDir, port: b.port, user: osName, database: 'peerdb' };
+      // psql as this process's OS user (root in CI): user = OS user name
+      let r = await psql(sock, 'SELECT current_user');
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.rows, [['trust_user']]); // peerdb forces the server user
+      await b.waitForLog(new RegExp(`peerdb/${osName}@unix\\(${pidPattern}\\):\\d+ login attempt`));
+      // the same OS user asking for another database user: the map does not allow it
+      let off = b.logOffset();
+      r = await psql({ ...sock, user: 'mapped' }, 'SELECT 1');
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /FATAL: {2}unix socket login rejected/);
+      await b.waitForLog(/ident map pm cannot be matched/, 3000, off);
 
-    // psql as the postgres OS user: `pm postgres mapped` lets it in as mapped, not as us
-    const pgOs = serverOsUser();
-    assert.ok(isRoot() && pgOs, 'the peer test switches to the postgres OS user: run as root (CI does)');
-    const asPostgres = (user: string): ReturnType<typeof runCommand> =>
-      runCommand('runuser', ['-u', pgOs.name, '--', pgBin('psql'), '-X', '-A', '-t', '-c', 'SELECT current_user'], {
-        env: libpqEnv({ ...sock, user }),
-      });
-    const ok = await asPostgres('mapped');
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.equal(ok.stdout.trim(), 'trust_user');
-    off = b.logOffset();
-    const bad = await asPostgres(osName);
-    assert.notEqual(bad.code, 0);
-    assert.match(bad.stderr, /FATAL: {2}unix socket login rejected/);
-    await b.waitForLog(new RegExp(`OS user "${pgOs.name}" is not "${osName}"`), 3000, off);
-  });
+      // psql as the postgres OS user: `pm postgres mapped` lets it in as mapped, not as us
+      const pgOs = serverOsUser();
+      assert.ok(isRoot() && pgOs, 'the peer test switches to the postgres OS user: run as root (CI does)');
+      const asPostgres = (user: string): ReturnType<typeof runCommand> =>
+        runCommand('runuser', ['-u', pgOs.name, '--', pgBin('psql'), '-X', '-A', '-t', '-c', 'SELECT current_user'], {
+          env: libpqEnv({ ...sock, user }),
+        });
+      const ok = await asPostgres('mapped');
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout.trim(), 'trust_user');
+      off = b.logOffset();
+      const bad = await asPostgres(osName);
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /FATAL: {2}unix socket login rejected/);
+      await b.waitForLog(new RegExp(`OS user "${pgOs.name}" is not "${osName}"`), 3000, off);
+    });
 
-  test('the admin console through a peer rule with a map; the user needs no auth_file entry there', async () => {
-    const r = await psql({ host: b.socketDir, port: b.port, user: 'consoleadmin', database: 'pgbouncer' }, 'SHOW VERSION');
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /PgBouncer/);
-  });
+    test(`the admin console through a peer rule with a map, ${how}; the user needs no auth_file entry there`, async () => {
+      const b = peerBouncer();
+      const r = await psql({ host: b.socketDir, port: b.port, user: 'consoleadmin', database: 'pgbouncer' }, 'SHOW VERSION');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /PgBouncer/);
+    });
+  }
 
   test('RELOAD re-reads the HBA and ident files (last: it changes the rules)', async () => {
     await loginOk(tcp(), { user: 'trust_user', database: 'trustdb' }, [AUTH.OK]);

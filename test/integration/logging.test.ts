@@ -1,11 +1,15 @@
 // Logging: PgBouncer's text lines by default, pino's JSON records with
-// log_format = json, and `verbose` raising the detail at runtime (SET verbose / RELOAD).
+// log_format = json, `verbose` raising the detail at runtime (SET verbose / RELOAD), and a
+// Unix-socket client named by its process id, `unix(<pid>)`, as PgBouncer names it.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { pgConnstr, startPgbun, type TestPgbun } from '../lib/pgbun.js';
-import { sharedPostgres, TEST_DB } from '../lib/postgres.js';
-import { login, roleUserlist } from '../lib/pool-helpers.js';
-import { adminLogin, expectTag } from './admin-lib.js';
+import { pgBin, sharedPostgres, TEST_DB } from '../lib/postgres.js';
+import { login, reEscape, roleUserlist } from '../lib/pool-helpers.js';
+import { isRoot } from '../lib/procs.js';
+import { wireLogin } from '../lib/wire.js';
+import { adminLogin, expectTag, show } from './admin-lib.js';
 
 const pg = await sharedPostgres();
 const USERS: Array<[string, string]> = [...roleUserlist(), ['admin', '']];
@@ -69,5 +73,62 @@ describe('verbose at runtime', () => {
     await expectTag(admin, 'SET verbose = 0', 'SET verbose=0');
     assert.doesNotMatch(await run(), / DEBUG /);
     admin.destroy();
+  });
+});
+
+describe('Unix-socket clients: unix(<pid>)', () => {
+  let b: TestPgbun;
+  before(async () => {
+    // as systemd starts it (User=): a pgbun started by root that switched to `user` cannot
+    // have the pid looked up (see the next group)
+    b = await startPgbun({ ini: ini({ log_connections: 1, log_disconnections: 1 }), userlist: USERS, spawnAsUser: true });
+  });
+  after(async () => {
+    await b?.stop();
+  });
+
+  test('log lines and SHOW CLIENTS remote_pid name the connecting process', async () => {
+    const from = b.logOffset();
+    const { client } = await wireLogin({ path: b.socketPath }, { user: 'trust_user', database: TEST_DB });
+    const me = `${TEST_DB}/trust_user@unix(${process.pid}):${b.port}`;
+    await b.waitForLog(new RegExp(`LOG C-0x[0-9a-f]+: ${reEscape(me)} login attempt: db=${TEST_DB} user=trust_user tls=no replication=no$`), 5000, from);
+    const admin = await adminLogin(b);
+    const rows = (await show(admin, 'SHOW CLIENTS')).filter((r) => r.user === 'trust_user');
+    assert.deepEqual(rows.map((r) => [r.addr, r.remote_pid]), [['unix', String(process.pid)]]);
+    admin.destroy();
+    await client.terminate();
+    await b.waitForLog(new RegExp(`LOG C-0x[0-9a-f]+: ${reEscape(me)} closing because: client close request \\(age=\\d+s\\)$`), 5000, from);
+  });
+
+  test('psql: its own pid', () => {
+    const from = b.logOffset();
+    // the shell prints its pid, then becomes psql
+    const r = spawnSync('sh', ['-c', 'echo $$; exec "$0" -X -q -A -t -h "$1" -p "$2" -U trust_user -d "$3" -c "SELECT 7"',
+      pgBin('psql'), b.socketDir, String(b.port), TEST_DB], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const [pid, out] = r.stdout.trim().split('\n');
+    assert.equal(out, '7');
+    const line = b.log().slice(from).split('\n').find((l) => l.includes(' login attempt: '));
+    assert.match(line ?? '', new RegExp(`: ${TEST_DB}/trust_user@unix\\(${pid}\\):${b.port} login attempt: `));
+  });
+});
+
+describe('started by root, switched to `user`', () => {
+  let b: TestPgbun;
+  before(async () => {
+    if (isRoot()) b = await startPgbun({ ini: ini({}), userlist: USERS });
+  });
+  after(async () => {
+    await b?.stop();
+  });
+
+  test('the peer lookup helper cannot work: said once, clients show as unix(0)', { skip: isRoot() ? false : 'needs root' }, async () => {
+    for (let i = 0; i < 2; i++) {
+      const { client } = await wireLogin({ path: b.socketPath }, { user: 'trust_user', database: TEST_DB });
+      await client.terminate();
+    }
+    const lines = b.log().split('\n');
+    assert.equal(lines.filter((l) => l.endsWith(' LOG Unix-socket peer lookup helper unavailable (pidfd_getfd: EPERM): clients show as unix(0); peer authentication uses one process per login')).length, 1);
+    assert.equal(lines.filter((l) => l.includes(`${TEST_DB}/trust_user@unix(0):${b.port} login attempt: `)).length, 2);
   });
 });

@@ -20,6 +20,7 @@ import {
   chownTo,
   freePort,
   isAlive,
+  asUser,
   isRoot,
   makeTempDir,
   readTail,
@@ -63,6 +64,11 @@ export interface StartPgbunOptions extends PgbunFiles {
   noDefaults?: boolean;
   /** pass the ini path as written relative to the dir (default: absolute) */
   relativeIniPath?: boolean;
+  /**
+   * when the tests run as root: start pgbun as the server's OS user itself, as systemd's `User=`
+   * does, instead of letting it switch with the `user` setting (the default)
+   */
+  spawnAsUser?: boolean;
 }
 
 export interface PgbunExit {
@@ -210,7 +216,7 @@ export async function startPgbun(opts: StartPgbunOptions): Promise<TestPgbun> {
         logfile: p('pgbun.log'),
         pidfile: p('pgbun.pid'),
         auth_file: files.userlist,
-        ...(runAs ? { user: runAs.name } : {}),
+        ...(runAs && !opts.spawnAsUser ? { user: runAs.name } : {}),
       };
 
   const subst = (s: string): string => s.replace(/\{\{dir\}\}/g, dir).replace(/\{\{port\}\}/g, String(port));
@@ -264,6 +270,7 @@ export async function startPgbun(opts: StartPgbunOptions): Promise<TestPgbun> {
     env: { ...process.env, ...(opts.env ?? {}) },
     detached: true, // Ctrl-C in a terminal reaches the test, which stops pgbun in order
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.spawnAsUser ? asUser(runAs) : {}),
   });
   trackChild(proc, 'pgbun', 'SIGKILL');
   let stdout = '';
