@@ -496,3 +496,17 @@ export function readTail(file: string, maxBytes = 64 * 1024): string {
     return '';
   }
 }
+
+/**
+ * Whether pgbun, run as its own user, can read the pid of a Unix-socket client (its peer lookup
+ * helper uses pidfd_getfd, which Yama's ptrace_scope >= 1 forbids a child doing to its parent;
+ * src/auth/peer.ts). Where it cannot, clients show as unix(0), which the tests then expect.
+ */
+export function peerPidLookupWorks(): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    return fs.readFileSync('/proc/sys/kernel/yama/ptrace_scope', 'utf8').trim() === '0';
+  } catch {
+    return true; // no Yama
+  }
+}
