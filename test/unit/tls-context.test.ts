@@ -19,6 +19,7 @@ import { Server } from '../../src/pool/server.js';
 import { ServerState } from '../../src/pool/state.js';
 import type { Client } from '../../src/pool/client.js';
 import { makeCa, makeCert } from '../lib/certs.js';
+import { peerPidLookupWorks } from '../lib/procs.js';
 import { onBun } from '../lib/runtime.js';
 
 test('client/server_tls_protocols: keywords, lists, negation, holes', () => {
@@ -175,6 +176,50 @@ test('pgbun --make-cert: a self-signed pair for localhost and the given names, k
     assert.equal(x.checkHost('db.example.com'), 'db.example.com');
     assert.ok(x.verify(x.publicKey), 'self-signed');
   } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The peer lookup helpers (perl children) of this process. */
+function helperPids(): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(process.pid), '-x', 'perl'], { encoding: 'utf8' }).trim().split('\n').map(Number);
+  } catch {
+    return []; // pgrep: none
+  }
+}
+
+test('the peer lookup helper serves every lookup, and is replaced when it dies', async () => {
+  const dir = tmp();
+  const sockPath = path.join(dir, 's');
+  const server = net.createServer();
+  const open: net.Socket[] = [];
+  try {
+    await new Promise<void>((resolve) => server.listen(sockPath, resolve));
+    const lookup = async (): Promise<number | undefined> => {
+      const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+      open.push(net.connect(sockPath));
+      const s = await accepted;
+      open.push(s);
+      return (await peerCredentials({ isUnix: true, socket: s, remotePid: 0 } as unknown as Client))?.pid;
+    };
+    for (let i = 0; i < 3; i++) assert.equal(await lookup(), process.pid);
+    const before = helperPids();
+    if (!peerPidLookupWorks()) {
+      // Yama keeps the helper out: it gave up, and each lookup had a process of its own
+      assert.deepEqual(before, []);
+      return;
+    }
+    assert.equal(before.length, 1, 'one helper for all lookups');
+    process.kill(before[0]!, 'SIGKILL');
+    for (let i = 0; i < 100 && helperPids().includes(before[0]!); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await lookup(), process.pid, 'answered after the helper died');
+    const after = helperPids();
+    assert.equal(after.length, 1);
+    assert.notEqual(after[0], before[0], 'a new helper');
+  } finally {
+    for (const x of open) x.destroy();
+    server.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
