@@ -158,12 +158,17 @@ function stopHelper(): void {
   h.child.kill();
 }
 
+/** Why perl did not start, said alike by every runtime (their messages differ). */
+function cannotStart(e: unknown): string {
+  return `cannot start perl: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+}
+
 function startHelper(): Helper | null {
   let child: ChildProcess;
   try {
     child = spawn(PERL, ['-e', HELPER, String(process.pid)], { stdio: ['pipe', 'pipe', 'ignore'] });
   } catch (e) {
-    helperOff((e as Error).message);
+    helperOff(cannotStart(e));
     return null;
   }
   const h: Helper = { child, pending: new Map(), partial: '', sweep: setInterval(() => sweepHelper(h), HELPER_TIMEOUT_MS / 4) };
@@ -174,7 +179,7 @@ function startHelper(): Helper | null {
   (child.stdout as unknown as { unref?: () => void }).unref?.();
   child.stdin!.on('error', () => {});
   child.stdout!.setEncoding('utf8').on('data', (d: string) => onHelperOutput(h, d));
-  child.once('error', (e) => { if (helper === h) helperOff(e.message); });
+  child.once('error', (e) => { if (helper === h) helperOff(cannotStart(e)); });
   child.once('exit', () => {
     if (helper !== h) return;
     // answered before: replace it at the next lookup (an unexpected death, e.g. a signal

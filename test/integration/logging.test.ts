@@ -121,7 +121,7 @@ describe('where the peer lookup helper cannot work', () => {
   // process that changed its uids is not dumpable, so pidfd_getfd is refused): when they run as
   // root, as CI does
   const cases: Array<[string, () => Promise<TestPgbun>, string]> = [
-    ['no perl', () => startPgbun({ ini: ini({}), userlist: USERS, env: { PATH: '/nonexistent' }, spawnAsUser: true }), 'spawn perl ENOENT'],
+    ['no perl', () => startPgbun({ ini: ini({}), userlist: USERS, env: { PATH: '/nonexistent' }, spawnAsUser: true }), 'cannot start perl: ENOENT'],
   ];
   if (isRoot()) cases.push(['started by root, switched to `user`', () => startPgbun({ ini: ini({}), userlist: USERS }), 'pidfd_getfd: EPERM']);
   for (const [name, start, why] of cases) {
